@@ -12,7 +12,10 @@ __all__ = ["__version__", "load_matcher"]
 
 
 def load_matcher(name: str, **conf):
-    """Return a matcher by name (``"sift"``, ``"orb"``, ``"loftr:WEIGHTS"``...); see ``imatch_s2ld.matchers``."""
+    """Return a matcher by name (``"sift"``, ``"orb"``, ``"loftr:WEIGHTS"``...).
+
+    See :mod:`imatch_s2ld.matchers` for the names and their options.
+    """
     from .matchers import load_matcher as _load
 
     return _load(name, **conf)

@@ -82,7 +82,9 @@ def load_scene_info(path: str | os.PathLike) -> SceneInfo:
             raise InputError(f"{path}: '{key}' has {len(raw[key])} entries, 'image_paths' has {n}")
     image_paths = [None if p is None else str(p) for p in raw["image_paths"]]
     depth_paths = [None if p is None else str(p) for p in raw["depth_paths"]]
-    intrinsics = [_matrix_or_none(k, (3, 3), f"intrinsics[{i}]", path) for i, k in enumerate(raw["intrinsics"])]
+    intrinsics = [
+        _matrix_or_none(k, (3, 3), f"intrinsics[{i}]", path) for i, k in enumerate(raw["intrinsics"])
+    ]
     poses = [_matrix_or_none(t, (4, 4), f"poses[{i}]", path) for i, t in enumerate(raw["poses"])]
     pairs = []
     for k, info in enumerate(raw["pair_infos"]):
