@@ -33,7 +33,13 @@ def skew(v: Tensor) -> Tensor:
 
 
 def essential_from_pose(T_0to1: Tensor) -> Tensor:
-    """Essential matrix ``E = [t]_x R``, ``x1^T E x0 = 0`` (normalized points): ``(..., 4, 4) -> (..., 3, 3)``."""
+    """Essential matrix ``E = [t]_x R`` with ``x1^T E x0 = 0`` for normalized points.
+
+    Args:
+        T_0to1: ``(..., 4, 4)``.
+    Returns:
+        ``(..., 3, 3)``.
+    """
     return skew(T_0to1[..., :3, 3]) @ T_0to1[..., :3, :3]
 
 
