@@ -1,0 +1,42 @@
+"""The ``imatch`` console command: one sub-command per pipeline step.
+
+    imatch demo      generate the synthetic default scenes and evaluate the baseline matchers
+    imatch generate  render a synthetic preset (images, depths, poses) in several layouts
+    imatch evaluate  relative-pose evaluation of a matcher on a dataset
+
+Each sub-command is the ``main(argv)`` of an importable module; ``imatch CMD --help`` shows its options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": ("imatch_s2ld.demo", "generate the synthetic default scenes and evaluate the baselines"),
+    "generate": ("imatch_s2ld.synthetic.cli", "render a synthetic preset"),
+    "evaluate": ("imatch_s2ld.eval.cli", "relative-pose evaluation of a matcher on a dataset"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: imatch COMMAND [options]   (imatch COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"imatch: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Packaging and layout: the installed distribution claims only ``imatch_s2ld``; the CLI dispatches."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import setuptools
+
+import imatch_s2ld
+from imatch_s2ld.cli import main as imatch_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_only_imatch_s2ld_is_packaged():
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = conf["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = setuptools.find_packages(where=str(ROOT), include=include)
+    assert "imatch_s2ld" in packages
+    assert all(p == "imatch_s2ld" or p.startswith("imatch_s2ld.") for p in packages), packages
+    # The top-level data folders hold no Python code at all.
+    for folder in ("ba", "datasets"):
+        assert not list((ROOT / folder).rglob("*.py")), folder
+
+
+def test_accelerate_does_not_mistake_datasets_folder_for_hf_datasets():
+    """From the repo root (on sys.path), accelerate must not think HF `datasets` is installed."""
+    try:
+        importlib.metadata.distribution("datasets")
+        hf_installed = True
+    except importlib.metadata.PackageNotFoundError:
+        hf_installed = False
+    code = "import accelerate.utils as u; print(u.is_datasets_available())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(hf_installed)
+
+
+def test_public_api_and_cli(capsys):
+    assert imatch_s2ld.__version__
+    assert callable(imatch_s2ld.load_matcher)
+    assert imatch_main(["--help"]) == 0
+    assert "evaluate" in capsys.readouterr().out
+    assert imatch_main(["no-such-command"]) == 2
+    assert "unknown command 'no-such-command'" in capsys.readouterr().err
