@@ -64,7 +64,7 @@ def estimate_relative_pose(
     method: str = "ransac",
     threshold_px: float = 0.5,
     confidence: float = 0.99999,
-    max_iters: int = 10000,
+    max_iters: int = 1000,
 ) -> RelativePose | None:
     """Estimate the relative pose ``T_0to1`` (up to scale) from matched pixels.
 
