@@ -27,6 +27,8 @@ from .errors import InputError
 SPLITS = {"wide-baseline": "Undistorted_SfM", "held-out": "video"}
 SUMMARY_KEYS = ("auc@5", "auc@10", "auc@20", "precision", "median_matches", "runtime_s_per_pair",
                 "num_pairs", "num_failures")
+TABLE_HEADER = ("| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs "
+                "| failures |")
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,23 @@ class DemoConfig:
     estimator: str = "ransac"
     threshold: float | None = None
     progress: bool = True
+    #: :class:`imatch_s2ld.synthetic.GeneratorConfig` fields overriding the preset (e.g. ``views``).
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def run(conf: DemoConfig) -> dict[str, Any]:
     """Generate, evaluate and report; returns the report content (also in ``report.json``)."""
     from .eval import evaluate
+    from .matchers import load_matcher
     from .synthetic import generate
 
+    for name in conf.matchers:  # fail on a bad name before minutes of work
+        load_matcher(name)
     out = Path(conf.out)
     start = time.perf_counter()
     print(f"[1/3] rendering synthetic preset {conf.preset!r} (seed {conf.seed}) into {out / 'data'}")
-    data = generate(conf.preset, out / "data", seed=conf.seed, progress=conf.progress)
+    data = generate(conf.preset, out / "data", seed=conf.seed, progress=conf.progress,
+                    **dict(conf.overrides))
     results: dict[str, dict[str, dict[str, Any]]] = {}
     step = 2
     for split, folder in SPLITS.items():
@@ -86,9 +94,7 @@ def write_report(
         "(normalized coordinates), percent.", "",
     ]
     for split, per_matcher in results.items():
-        lines += [f"## {split} pairs", "",
-                  "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs | failures |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {split} pairs", "", TABLE_HEADER, "|---" * 9 + "|"]
         curves = {}
         for matcher, s in per_matcher.items():
             lines.append(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import setuptools
+import tomllib
 
 import imatch_s2ld
 from imatch_s2ld.cli import main as imatch_main

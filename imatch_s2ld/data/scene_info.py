@@ -9,7 +9,9 @@ world-to-camera), and ``pair_infos``: a list of ``((i, j), overlap_score, centra
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def load_scene_info(path: str | os.PathLike) -> SceneInfo:
         loaded = np.load(path, allow_pickle=True)
         # Real LoFTR indices are a pickled dict saved with np.save; accept true .npz archives too.
         raw = dict(loaded.item() if isinstance(loaded, np.ndarray) else loaded)
-    except Exception as err:  # numpy/pickle raise many types for corrupt files
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise InputError(f"{path}: cannot read scene_info index ({type(err).__name__}: {err})") from None
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:

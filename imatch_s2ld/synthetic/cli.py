@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import InputError
 from .config import PRESETS
@@ -19,11 +20,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the generator CLI."""
     p = _Parser(
-        prog="python -m imatch_s2ld.synthetic",
+        prog="imatch generate",
         description="Render a synthetic multi-view dataset with exact ground truth.",
     )
     p.add_argument("--preset", default="default", help="preset name (see --list-presets)")
-    p.add_argument("--out", help="output folder")
+    p.add_argument("--out", help="output folder (default: datasets/synthetic/<preset>)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed = same bytes)")
     p.add_argument("--textures", help="folder of texture images to use instead of procedural ones")
     p.add_argument("--num-scenes", type=int, help="number of scenes")
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:14s} {desc}")
         return 0
     if not args.out:
-        parser.error("--out is required")
+        args.out = str(Path("datasets") / "synthetic" / args.preset)
     options = {
         "textures": args.textures,
         "num_scenes": args.num_scenes,
