@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **overrides,
         )
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"imatch generate: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(result.files)} files for {len(result.scenes)} scenes under {result.root}")
     print(
