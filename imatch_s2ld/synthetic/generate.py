@@ -135,13 +135,20 @@ def _write_megadepth(
     )
     out.scene_infos.append(info)
     out.files.append(info)
+    out.pairs_files.append(_write_pairs(root / base, names, K, views, pairs, out))
+
+
+def _write_pairs(
+    folder: Path, names: list[str], K: np.ndarray, views: _Views, pairs: list, out: GeneratedDataset
+) -> Path:
+    """``folder/pairs_with_gt.txt`` for ``pairs`` (``((i, j), overlap, central)``) of ``views``."""
     lines = [
         pairs_line(names[i], names[j], K, K, views.poses[i], views.poses[j])
         for (i, j), _, _ in pairs
     ]
-    pairs_file = write_text(root / base / "pairs_with_gt.txt", "".join(x + "\n" for x in lines))
-    out.pairs_files.append(pairs_file)
+    pairs_file = write_text(folder / "pairs_with_gt.txt", "".join(x + "\n" for x in lines))
     out.files.append(pairs_file)
+    return pairs_file
 
 
 def _write_video(
@@ -172,13 +179,7 @@ def _write_eval(
     for name, img, depth in zip(names, views.images, views.depths):
         out.files.append(write_image(folder / "images" / name, img))
         out.files.append(write_depth_h5(folder / "depths" / name.replace(".png", ".h5"), depth))
-    lines = [
-        pairs_line(names[i], names[j], K, K, views.poses[i], views.poses[j])
-        for (i, j), _, _ in pairs
-    ]
-    pairs_file = write_text(folder / "pairs_with_gt.txt", "".join(x + "\n" for x in lines))
-    out.eval_pairs_files.append(pairs_file)
-    out.files.append(pairs_file)
+    out.eval_pairs_files.append(_write_pairs(folder, names, K, views, pairs, out))
 
 
 def _generate_scene(
