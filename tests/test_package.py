@@ -46,3 +46,11 @@ def test_public_api_and_cli(capsys):
     assert "evaluate" in capsys.readouterr().out
     assert imatch_main(["no-such-command"]) == 2
     assert "unknown command 'no-such-command'" in capsys.readouterr().err
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = 'pip install torch==2.13.0 && pip install -e ".[dev]" && pytest'
+    assert command in readme
+    assert command in (ROOT / ".ci" / "run").read_text()
+    assert "pip install torch==2.13.0 && pip install -e . && imatch demo --out outputs/demo" in readme
