@@ -17,9 +17,17 @@ from .pose import (
     skew,
     translation_error_deg,
 )
+from .triangulation import (
+    camera_centers,
+    reprojection_residuals,
+    triangulate_dlt,
+    triangulate_pair,
+    triangulation_angle,
+)
 from .warp import sample_depth_nearest, warp_keypoints
 
 __all__ = [
+    "camera_centers", "reprojection_residuals", "triangulate_dlt", "triangulate_pair", "triangulation_angle",
     "ESTIMATORS", "RelativePose", "describe_estimator", "essential_from_pose", "estimate_relative_pose",
     "from_homogeneous", "fundamental_from_essential", "invert_pose", "matching_accuracy",
     "mean_matching_accuracy", "pose_auc", "pose_error", "project", "relative_pose", "rotation_error_deg",
