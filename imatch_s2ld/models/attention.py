@@ -1,0 +1,125 @@
+"""Interleaved self- and cross-attention over keypoint descriptors (linear or softmax attention)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .conf import merge_conf
+
+ATTENTION_MODES = ("linear", "sdpa")
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     key_mask: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Kernel attention with feature map ``elu(x) + 1`` (Katharopoulos et al. 2020).
+
+    Memory is linear in the number of tokens: only (B, H, D, D) summaries are formed, never an
+    L x S matrix. Computed in float32 (also under autocast).
+
+    Args:
+        q: (B, L, H, D); k, v: (B, S, H, D); key_mask: (B, S) bool, True = attend.
+    Returns:
+        (B, L, H, D) in the dtype of ``q``.
+    """
+    dtype = q.dtype
+    with torch.autocast(q.device.type, enabled=False):
+        q = F.elu(q.float()) + 1
+        k = F.elu(k.float()) + 1
+        v = v.float()
+        if key_mask is not None:
+            k = k * key_mask[:, :, None, None].to(k.dtype)
+        n = v.shape[1]
+        v = v / max(n, 1)  # keep the summed values in a well-scaled range
+        kv = torch.einsum("bshd,bshv->bhdv", k, v)
+        z = 1.0 / (torch.einsum("blhd,bhd->blh", q, k.sum(dim=1)) + eps)
+        out = torch.einsum("blhd,bhdv,blh->blhv", q, kv, z) * max(n, 1)
+    return out.to(dtype)
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``scaled_dot_product_attention``; shapes as :func:`linear_attention`."""
+    mask = None
+    if key_mask is not None:
+        # a query with no valid key at all would give NaN: let it attend everywhere instead
+        key_mask = key_mask | ~key_mask.any(dim=1, keepdim=True)
+        mask = key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+class AttentionLayer(nn.Module):
+    """Multi-head attention message + MLP update with a residual (LoFTR-style encoder layer)."""
+
+    def __init__(self, d_model: int, n_heads: int, mode: str = "linear") -> None:
+        super().__init__()
+        if mode not in ATTENTION_MODES:
+            raise InputError(f"attention mode {mode!r} is not one of {', '.join(ATTENTION_MODES)}")
+        if d_model % n_heads:
+            raise InputError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.mode, self.n_heads = mode, n_heads
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.k = nn.Linear(d_model, d_model, bias=False)
+        self.v = nn.Linear(d_model, d_model, bias=False)
+        self.merge = nn.Linear(d_model, d_model, bias=False)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(2 * d_model, 2 * d_model, bias=False), nn.ReLU(inplace=True),
+                                 nn.Linear(2 * d_model, d_model, bias=False))
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, pe_x: torch.Tensor | None = None,
+                pe_source: torch.Tensor | None = None,
+                source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Args:
+            x: (B, L, d) queries; source: (B, S, d) keys/values; pe_x, pe_source: optional
+            positional encodings added to queries / keys; source_mask: (B, S) bool.
+        Returns:
+            (B, L, d) updated ``x``.
+        """
+        b, l_, d = x.shape
+        s, h = source.shape[1], self.n_heads
+        q = self.q(x if pe_x is None else x + pe_x).view(b, l_, h, d // h)
+        k = self.k(source if pe_source is None else source + pe_source).view(b, s, h, d // h)
+        v = self.v(source).view(b, s, h, d // h)
+        if self.mode == "linear":
+            msg = linear_attention(q, k, v, source_mask)
+        else:
+            msg = softmax_attention(q, k, v, source_mask)
+        msg = self.norm1(self.merge(msg.reshape(b, l_, d)))
+        msg = self.norm2(self.mlp(torch.cat([x, msg.to(x.dtype)], dim=-1)))
+        return x + msg
+
+
+class KeypointTransformer(nn.Module):
+    """``n_layers`` x (self-attention in each image, then cross-attention between the images)."""
+
+    default_conf: dict[str, Any] = {"n_layers": 4, "n_heads": 8, "mode": "linear"}
+
+    def __init__(self, d_model: int, conf: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.conf = conf = merge_conf(self.default_conf, conf)
+        n, heads, mode = int(conf["n_layers"]), int(conf["n_heads"]), str(conf["mode"])
+        self.self_layers = nn.ModuleList([AttentionLayer(d_model, heads, mode) for _ in range(n)])
+        self.cross_layers = nn.ModuleList([AttentionLayer(d_model, heads, mode) for _ in range(n)])
+
+    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor, pe0: torch.Tensor, pe1: torch.Tensor,
+                valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            desc0 (B, N0, d), desc1 (B, N1, d); pe0/pe1 positional encodings of the same shapes
+            (added to queries and keys of self-attention); valid0 (B, N0), valid1 (B, N1) bool.
+        Returns:
+            transformed desc0 (B, N0, d), desc1 (B, N1, d).
+        """
+        for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
+            desc0, desc1 = (self_layer(desc0, desc0, pe0, pe0, valid0),
+                            self_layer(desc1, desc1, pe1, pe1, valid1))
+            desc0, desc1 = (cross_layer(desc0, desc1, None, None, valid1),
+                            cross_layer(desc1, desc0, None, None, valid0))
+        return desc0, desc1

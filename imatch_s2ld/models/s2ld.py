@@ -1,0 +1,308 @@
+"""S2LD: sparse-to-local-dense matching (Li, Zhao, Xia, IEEE TIP 2023), assembled.
+
+Backbone (1/8 + 1/2 maps) -> keypoint head (one keypoint per selected coarse cell, sub-cell offset)
+-> position-adjusted descriptors -> self/cross attention -> dual-softmax sparse matching ->
+progressive local dense refinement in fine-feature windows.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .attention import KeypointTransformer
+from .backbone import ResNetFPN
+from .coarse import CoarseMatcher
+from .conf import merge_conf
+from .fine import FineLevel, FineMatcher
+from .keypoints import COARSE_STRIDE, KeypointDescriptor, KeypointHead
+
+
+def named_configs() -> dict[str, dict[str, Any]]:
+    """The named configurations (fresh dicts): ``tiny`` (CPU tests/training) and ``base``."""
+    return {
+        "tiny": {
+            "backbone": {"initial_dim": 32, "block_dims": [32, 48, 64]},
+            "d_model": 64,
+            "keypoints": {"max_keypoints": 384},
+            "attention": {"n_layers": 2, "n_heads": 4, "mode": "linear"},
+            "fine": {"n_heads": 2},
+        },
+        "base": {
+            "backbone": {"initial_dim": 128, "block_dims": [128, 196, 256]},
+            "d_model": 256,
+            "keypoints": {"max_keypoints": 1024},
+            "attention": {"n_layers": 4, "n_heads": 8, "mode": "linear"},
+            "fine": {"n_heads": 4},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class S2LDOutput:
+    """Outputs of :meth:`S2LD.forward`. Pixels are (x, y) in the input images (pixel centres).
+
+    Keypoints (N0/N1 = min(max_keypoints, cells), static per batch):
+        kpts0 (B, N0, 2), kpts1 (B, N1, 2) float pixels; kpts_logits0 (B, N0), kpts_logits1 (B, N1)
+        detection logits; kpts_valid0 (B, N0), kpts_valid1 (B, N1) bool (False: padded cell).
+    Sparse matching:
+        scores (B, N0, N1) dual-softmax probabilities (0 for invalid pairs).
+        matches_b, matches_i, matches_j (M,) long: predicted mutual-NN matches, then the
+        ``extra_matches``; matches_conf (M,) = scores[b, i, j]; matches_extra (M,) bool marks
+        the appended ones.
+    Local dense matching:
+        fine_levels: tuple of :class:`FineLevel` (expectation (M, 2) pixels of image 1, std (M,)
+        pixels), one per refinement level.
+    Final:
+        mkpts0 (M, 2) = kpts0[b, i]; mkpts1 (M, 2) = last level expectation; mconf (M,);
+        muncertainty (M,) = last level std (pixels).
+    """
+
+    kpts0: torch.Tensor
+    kpts1: torch.Tensor
+    kpts_logits0: torch.Tensor
+    kpts_logits1: torch.Tensor
+    kpts_valid0: torch.Tensor
+    kpts_valid1: torch.Tensor
+    scores: torch.Tensor
+    matches_b: torch.Tensor
+    matches_i: torch.Tensor
+    matches_j: torch.Tensor
+    matches_conf: torch.Tensor
+    matches_extra: torch.Tensor
+    fine_levels: tuple[FineLevel, ...]
+    mkpts0: torch.Tensor
+    mkpts1: torch.Tensor
+    mconf: torch.Tensor
+    muncertainty: torch.Tensor
+
+
+def _check_image(name: str, image: torch.Tensor) -> None:
+    if image.ndim != 4 or image.shape[1] != 1:
+        raise InputError(f"{name}: expected (B, 1, H, W) grayscale, got {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    if h % COARSE_STRIDE or w % COARSE_STRIDE or h == 0 or w == 0:
+        raise InputError(f"{name}: H and W must be positive multiples of {COARSE_STRIDE}, got {h}x{w}")
+
+
+def _check_mask(name: str, mask: torch.Tensor | None, image: torch.Tensor) -> None:
+    if mask is None:
+        return
+    b, _, h, w = image.shape
+    expected = (b, h // COARSE_STRIDE, w // COARSE_STRIDE)
+    if tuple(mask.shape) != expected:
+        raise InputError(f"{name}: expected a {expected} bool mask of valid coarse cells, "
+                         f"got {tuple(mask.shape)}")
+
+
+class S2LD(nn.Module):
+    """The S2LD matcher network. Build with :meth:`from_config` or :meth:`from_checkpoint`.
+
+    Also a :class:`imatch_s2ld.matchers.Matcher` (``match(image0, image1)`` on numpy images).
+    """
+
+    name = "s2ld"
+    grayscale = True
+
+    default_conf: dict[str, Any] = {
+        "backbone": ResNetFPN.default_conf,
+        "d_model": 256,
+        "keypoints": KeypointHead.default_conf,
+        "attention": KeypointTransformer.default_conf,
+        "coarse": CoarseMatcher.default_conf,
+        "fine": FineMatcher.default_conf,
+    }
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.conf = conf = merge_conf(self.default_conf, conf)
+        d_model = int(conf["d_model"])
+        self.backbone = ResNetFPN(conf["backbone"])
+        d_coarse, d_fine = self.backbone.d_coarse, self.backbone.d_fine
+        self.keypoints = KeypointHead(d_coarse, conf["keypoints"])
+        self.descriptor = KeypointDescriptor(d_coarse, d_fine, d_model)
+        self.transformer = KeypointTransformer(d_model, conf["attention"])
+        self.coarse = CoarseMatcher(d_model, conf["coarse"])
+        self.fine = FineMatcher(d_fine, d_model, conf["fine"])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: str | dict[str, Any] = "tiny", **overrides: Any) -> S2LD:
+        """``S2LD.from_config("tiny" | "base" | {...}, attention={"mode": "sdpa"}, ...)``.
+
+        Raises:
+            InputError: unknown config name or unknown configuration key.
+        """
+        if isinstance(config, str):
+            configs = named_configs()
+            if config not in configs:
+                raise InputError(f"unknown S2LD config {config!r}; known: {', '.join(sorted(configs))}")
+            config = configs[config]
+        conf = merge_conf(merge_conf(cls.default_conf, config), overrides)
+        return cls(conf)
+
+    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Write ``{"conf", "state_dict", **extra}`` atomically (temp file + ``os.replace``).
+
+        ``extra`` should hold plain Python values / tensors (the checkpoint is read with
+        ``weights_only=True``).
+        """
+        path = Path(path)
+        extra = dict(extra or {})
+        clash = {"conf", "state_dict"} & set(extra)
+        if clash:
+            raise InputError(f"save_checkpoint: extra may not contain {sorted(clash)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save({"conf": merge_conf(self.conf), "state_dict": state, **extra}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                        **overrides: Any) -> S2LD:
+        """Rebuild the model from the conf stored in the checkpoint (plus optional conf overrides,
+        e.g. ``coarse={"threshold": 0.1}``), load the weights and return it in eval mode.
+
+        Raises:
+            InputError: missing, unreadable or incompatible checkpoint (names the path).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: S2LD checkpoint not found")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError,
+                zipfile.BadZipFile) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise InputError(f"{path}: cannot read S2LD checkpoint ({first})") from None
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
+                or not isinstance(ckpt.get("state_dict"), dict):
+            raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
+        try:
+            model = cls(merge_conf(ckpt["conf"], overrides))
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
+        try:
+            model.load_state_dict(ckpt["state_dict"], strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise InputError(f"{path}: weights do not fit the stored conf ({first})") from None
+        return model.to(map_location).eval()
+
+    # ------------------------------------------------------------------ network
+    def forward(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
+                mask1: torch.Tensor | None = None,
+                extra_matches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> S2LDOutput:
+        """Args:
+            image0, image1: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8 (the two
+                images may have different sizes).
+            mask0, mask1: optional (B, H/8, W/8) bool, True for valid (not padded) coarse cells.
+            extra_matches: optional (b, i, j) long tensors (E,) appended to the predicted matches
+                (e.g. ground-truth coarse matches during training).
+        Returns:
+            :class:`S2LDOutput`.
+        """
+        _check_image("image0", image0)
+        _check_image("image1", image1)
+        _check_mask("mask0", mask0, image0)
+        _check_mask("mask1", mask1, image1)
+        size0, size1 = tuple(image0.shape[-2:]), tuple(image1.shape[-2:])
+        if image0.shape == image1.shape:
+            coarse, fine = self.backbone(torch.cat([image0, image1]))
+            coarse0, coarse1 = coarse.chunk(2)
+            fine0, fine1 = fine.chunk(2)
+        else:
+            coarse0, fine0 = self.backbone(image0)
+            coarse1, fine1 = self.backbone(image1)
+
+        kp0 = self.keypoints(coarse0, size0, mask0)
+        kp1 = self.keypoints(coarse1, size1, mask1)
+        desc0, pe0 = self.descriptor(coarse0, fine0, kp0.kpts, size0)
+        desc1, pe1 = self.descriptor(coarse1, fine1, kp1.kpts, size1)
+        desc0, desc1 = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
+        cm = self.coarse(desc0, desc1, kp0.valid, kp1.valid)
+
+        mb, mi, mj, mconf = cm.b, cm.i, cm.j, cm.conf
+        extra = torch.zeros_like(mb, dtype=torch.bool)
+        if extra_matches is not None:
+            eb, ei, ej = (t.to(device=mb.device, dtype=torch.long).reshape(-1) for t in extra_matches)
+            if not eb.shape == ei.shape == ej.shape:
+                raise InputError("extra_matches: b, i, j must have the same length")
+            mb, mi, mj = torch.cat([mb, eb]), torch.cat([mi, ei]), torch.cat([mj, ej])
+            mconf = torch.cat([mconf, cm.scores[eb, ei, ej]])
+            extra = torch.cat([extra, torch.ones_like(eb, dtype=torch.bool)])
+
+        pts0, pts1 = kp0.kpts[mb, mi], kp1.kpts[mb, mj]
+        levels = self.fine(fine0, fine1, pts0, pts1, mb, desc0[mb, mi], desc1[mb, mj], size0, size1)
+        return S2LDOutput(
+            kpts0=kp0.kpts, kpts1=kp1.kpts, kpts_logits0=kp0.logits, kpts_logits1=kp1.logits,
+            kpts_valid0=kp0.valid, kpts_valid1=kp1.valid, scores=cm.scores,
+            matches_b=mb, matches_i=mi, matches_j=mj, matches_conf=mconf, matches_extra=extra,
+            fine_levels=levels, mkpts0=pts0, mkpts1=levels[-1].expectation, mconf=mconf,
+            muncertainty=levels[-1].std,
+        )
+
+    # ------------------------------------------------------------------ matcher interface
+    def _prepare(self, image: np.ndarray, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        from ..data.images import to_grayscale
+
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise InputError(f"{name}: expected a uint8 (H, W) or (H, W, 3) image, got "
+                             f"{image.dtype} {image.shape}")
+        gray = to_grayscale(image).astype(np.float32) / 255.0
+        h, w = gray.shape
+        if h == 0 or w == 0:
+            raise InputError(f"{name}: empty image")
+        ph, pw = -(-h // COARSE_STRIDE) * COARSE_STRIDE, -(-w // COARSE_STRIDE) * COARSE_STRIDE
+        device = next(self.parameters()).device
+        tensor = F.pad(torch.from_numpy(gray), (0, pw - w, 0, ph - h))[None, None].to(device)
+        mask = torch.zeros(1, ph // COARSE_STRIDE, pw // COARSE_STRIDE, dtype=torch.bool, device=device)
+        mask[:, : -(-h // COARSE_STRIDE), : -(-w // COARSE_STRIDE)] = True  # cells with any real pixel
+        return tensor, mask, (h, w)
+
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Match two uint8 images (gray or RGB, any size): kpts0 (N, 2), kpts1 (N, 2), confidence (N,),
+        float32, in input-image pixels. Images are padded to multiples of 8 (padding masked)."""
+        t0, m0, (h0, w0) = self._prepare(image0, "image0")
+        t1, m1, (h1, w1) = self._prepare(image1, "image1")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                out = self(t0, t1, m0, m1)
+        finally:
+            self.train(was_training)
+        k0, k1, conf = out.mkpts0.float(), out.mkpts1.float(), out.mconf.float()
+        inside = ((k0[:, 0] >= -0.5) & (k0[:, 0] <= w0 - 0.5) & (k0[:, 1] >= -0.5) & (k0[:, 1] <= h0 - 0.5)
+                  & (k1[:, 0] >= -0.5) & (k1[:, 0] <= w1 - 0.5) & (k1[:, 1] >= -0.5) & (k1[:, 1] <= h1 - 0.5))
+        return (k0[inside].cpu().numpy().astype(np.float32).reshape(-1, 2),
+                k1[inside].cpu().numpy().astype(np.float32).reshape(-1, 2),
+                conf[inside].cpu().numpy().astype(np.float32).reshape(-1))
+
+
+def s2ld_matcher(arg: str | None = None, device: str = "cpu", **conf: Any) -> S2LD:
+    """Matcher factory for ``"s2ld:CHECKPOINT"``: :meth:`S2LD.from_checkpoint` (+ conf overrides).
+
+    Raises:
+        InputError: no checkpoint given, or it is missing/unreadable.
+    """
+    if arg is None:
+        raise InputError("--matcher: s2ld needs a checkpoint: use s2ld:PATH/TO/CHECKPOINT.pt")
+    return S2LD.from_checkpoint(arg, map_location=device, **conf)
