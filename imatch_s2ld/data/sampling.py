@@ -131,9 +131,11 @@ class SceneBalancedSampler(Sampler[int]):
                 by default the number of indices the iterator has yielded so far.
         """
         consumed = self._yielded if num_consumed is None else int(num_consumed)
+        return {"epoch": self.epoch, "num_consumed": consumed, **self._setup()}
+
+    def _setup(self) -> dict[str, object]:
+        """The sampling setup a saved state must share to be restored."""
         return {
-            "epoch": self.epoch,
-            "num_consumed": consumed,
             "seed": self.seed,
             "n_samples_per_scene": self.n_samples_per_scene,
             "scene_sizes": list(self.scene_sizes),
@@ -144,14 +146,7 @@ class SceneBalancedSampler(Sampler[int]):
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         """Restore :meth:`state_dict`; the sampling setup must match (else ``ValueError``)."""
-        expected = {
-            "seed": self.seed,
-            "n_samples_per_scene": self.n_samples_per_scene,
-            "scene_sizes": list(self.scene_sizes),
-            "num_replicas": self.num_replicas,
-            "shuffle": self.shuffle,
-            "drop_last": self.drop_last,
-        }
+        expected = self._setup()
         for key, value in expected.items():
             if key not in state:
                 raise ValueError(f"sampler state lacks '{key}'")
