@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..conf import reject_unknown
 from ..errors import InputError
 
 Rng = np.random.Generator | np.random.RandomState | torch.Generator
@@ -68,10 +69,7 @@ class PhotometricAugmentConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> PhotometricAugmentConfig:
         """Strict construction from a mapping (unknown keys raise :class:`InputError`)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"augment: unknown option(s) {unknown} (known: {sorted(known)})")
+        reject_unknown(values, (f.name for f in dataclasses.fields(cls)), "augment")
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**fixed)  # type: ignore[arg-type]
 

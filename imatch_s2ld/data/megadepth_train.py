@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from ..conf import reject_unknown
 from ..errors import InputError
 from ..geometry.camera import scale_intrinsics
 from .augment import PhotometricAugmentConfig, photometric_augment
@@ -98,10 +99,7 @@ class MegaDepthTrainConfig:
     def from_dict(cls, values: Mapping[str, object] | None = None) -> MegaDepthTrainConfig:
         """Strict construction from a mapping: unknown keys raise :class:`InputError`."""
         values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"megadepth config: unknown option(s) {unknown} (known: {sorted(known)})")
+        reject_unknown(values, (f.name for f in dataclasses.fields(cls)), "megadepth config")
         aug = values.get("augment")
         if isinstance(aug, Mapping):
             values["augment"] = PhotometricAugmentConfig.from_dict(aug)

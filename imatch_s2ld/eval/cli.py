@@ -22,6 +22,7 @@ from typing import Any
 
 import h5py
 
+from ..conf import reject_unknown
 from ..data.datasets import DATASETS, DatasetConfig, load_pairs
 from ..data.images import parse_resize, read_image
 from ..data.sample import PairSample
@@ -62,9 +63,7 @@ def config_from_dict(conf: Mapping[str, Any]) -> EvalConfig:
         InputError: unknown key or missing ``out``.
     """
     conf = dict(conf)
-    unknown = set(conf) - _DATASET_KEYS - _EXPORT_KEYS - _SCORE_KEYS - {"out", "dataset", "viz"}
-    if unknown:
-        raise InputError(f"unknown evaluation option(s): {', '.join(sorted(unknown))}")
+    reject_unknown(conf, _DATASET_KEYS | _EXPORT_KEYS | _SCORE_KEYS | {"out", "dataset", "viz"}, "evaluation")
     if conf.get("out") is None:
         raise InputError("--out is required")
     dataset = DatasetConfig(

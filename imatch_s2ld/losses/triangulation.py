@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..conf import merge_conf
 from ..errors import InputError
 from ..geometry.camera import transform_points
 from ..geometry.triangulation import (
@@ -129,14 +130,7 @@ class TriangulationRegularizer(nn.Module):
 
     def __init__(self, conf: dict[str, Any] | None = None, **overrides: Any) -> None:
         super().__init__()
-        merged = dict(self.default_conf)
-        for key, value in {**(conf or {}), **overrides}.items():
-            if key not in self.default_conf:
-                raise InputError(
-                    f"unknown TriangulationRegularizer option '{key}' "
-                    f"(known: {', '.join(sorted(self.default_conf))})"
-                )
-            merged[key] = value
+        merged = merge_conf(self.default_conf, {**(conf or {}), **overrides})
         if merged["kernel"] not in KERNELS:
             raise InputError(f"unknown robust kernel '{merged['kernel']}' (known: {', '.join(KERNELS)})")
         for key in ("pixel_noise", "depth_noise_rel"):

@@ -1,6 +1,6 @@
 """The S2LD network: ``S2LD.from_config("tiny" | "base")`` or ``S2LD.from_checkpoint(path)``."""
 
-from .conf import merge_conf
+from ..conf import merge_conf
 from .fine import FineLevel
 from .s2ld import S2LD, S2LDOutput, named_configs, s2ld_matcher
 

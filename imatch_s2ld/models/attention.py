@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..conf import merge_conf
 from ..errors import InputError
-from .conf import merge_conf
 
 ATTENTION_MODES = ("linear", "sdpa")
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conf import merge_conf
+from ..conf import merge_conf
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

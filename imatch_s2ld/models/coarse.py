@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .conf import merge_conf
+from ..conf import merge_conf
 
 
 @dataclass(frozen=True)

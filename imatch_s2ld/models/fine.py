@@ -7,9 +7,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..conf import merge_conf
 from ..errors import InputError
 from .attention import AttentionLayer
-from .conf import merge_conf
 from .sampling import sample_windows
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .conf import merge_conf
+from ..conf import merge_conf
 from .sampling import sample_features
 
 #: Stride of the coarse map in input pixels.

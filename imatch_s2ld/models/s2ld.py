@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..conf import merge_conf
 from ..errors import InputError
 from .attention import KeypointTransformer
 from .backbone import ResNetFPN
 from .coarse import CoarseMatcher
-from .conf import merge_conf
 from .fine import FineLevel, FineMatcher
 from .keypoints import COARSE_STRIDE, KeypointDescriptor, KeypointHead
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ..conf import reject_unknown
 from ..errors import InputError
 from .domain import Domain
 from .layouts import LAYOUTS
@@ -184,13 +185,9 @@ def resolve_config(preset: str | GeneratorConfig, **overrides: object) -> Genera
         cfg = PRESETS[preset][1]
     else:
         raise InputError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
-    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
+    reject_unknown(overrides, (f.name for f in dataclasses.fields(GeneratorConfig)), "generator")
     changes: dict[str, object] = {}
     for key, value in overrides.items():
-        if key not in known:
-            raise InputError(
-                f"unknown generator option '{key}' (known: {', '.join(sorted(known))})"
-            )
         if key == "domain" and isinstance(value, Mapping):
             changes[key] = cfg.domain.replace(**value)
         else:

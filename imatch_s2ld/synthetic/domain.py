@@ -14,6 +14,7 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from ..conf import reject_unknown
 from ..errors import InputError
 from .textures import FAMILIES
 
@@ -77,10 +78,7 @@ class Domain:
 
     def replace(self, **changes: object) -> Domain:
         """A copy with some fields changed; unknown field names raise :class:`InputError`."""
-        known = {f.name for f in dataclasses.fields(self)}
-        for key in changes:
-            if key not in known:
-                raise InputError(f"unknown domain key '{key}' (known: {', '.join(sorted(known))})")
+        reject_unknown(changes, (f.name for f in dataclasses.fields(self)), "domain")
         fixed = {k: tuple(map(tuple, v)) if k == "texture_mix" else v for k, v in changes.items()}
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in fixed.items()}
         return dataclasses.replace(self, **fixed)

@@ -1,12 +1,12 @@
-"""Strict configuration merging for the network components."""
+"""Strict configuration handling shared by every component: typos fail with the key named."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import InputError
+from .errors import InputError
 
 
 def merge_conf(default: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
@@ -41,3 +41,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return copy.deepcopy(value)
+
+
+def reject_unknown(keys: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Raise :class:`InputError` naming every key of ``keys`` not in ``known`` (``what``: the component)."""
+    known = set(known)
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise InputError(f"{what}: unknown option(s) {unknown} (known: {sorted(known)})")
