@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic_path
 
 REQUIRED_KEYS = ("image_paths", "depth_paths", "intrinsics", "poses", "pair_infos")
 
@@ -119,7 +119,6 @@ def save_scene_info(
     The file is written to a temporary name and renamed, so a crash never leaves half a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def obj_array(items: list) -> np.ndarray:
         arr = np.empty(len(items), dtype=object)
@@ -138,12 +137,6 @@ def save_scene_info(
         "poses": obj_array(poses),
         "pair_infos": pairs,
     }
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, content, allow_pickle=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, content, allow_pickle=True)
     return path

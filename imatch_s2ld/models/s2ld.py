@@ -21,6 +21,7 @@ from torch import nn
 
 from ..conf import merge_conf
 from ..errors import InputError
+from ..io import atomic_path
 from .attention import KeypointTransformer
 from .backbone import ResNetFPN
 from .coarse import CoarseMatcher
@@ -162,15 +163,9 @@ class S2LD(nn.Module):
         clash = {"conf", "state_dict"} & set(extra)
         if clash:
             raise InputError(f"save_checkpoint: extra may not contain {sorted(clash)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             torch.save({"conf": merge_conf(self.conf), "state_dict": state, **extra}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     @classmethod
