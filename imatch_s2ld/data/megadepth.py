@@ -12,34 +12,19 @@ import numpy as np
 
 from ..errors import InputError
 from .sample import PairSample, relative_pose
-from .scene_info import load_scene_info
-
-LIST_FILE = "megadepth_test_1500.txt"
+from .scene_info import load_scene_info, scene_index_files
 
 
 def index_files(index_dir: str | os.PathLike) -> list[Path]:
-    """The ``.npz`` indices named in ``<index_dir>/megadepth_test_1500.txt`` (in that order).
-
-    Without the list file, all ``*.npz`` in the directory, sorted.
+    """The ``.npz`` indices of ``index_dir``: those named in its list file
+    (``megadepth_test_1500.txt``), else all ``*.npz`` sorted (see :func:`scene_index_files`).
 
     Raises:
         InputError: missing directory, missing listed index, or no index at all.
     """
-    index_dir = Path(index_dir)
-    if not index_dir.is_dir():
+    if not Path(index_dir).is_dir():
         raise InputError(f"{index_dir}: MegaDepth index directory not found (--index)")
-    listing = index_dir / LIST_FILE
-    if listing.is_file():
-        names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
-        files = [index_dir / (n if n.endswith(".npz") else n + ".npz") for n in names]
-        for lineno, f in enumerate(files, start=1):
-            if not f.is_file():
-                raise InputError(f"{listing}:{lineno}: index {f} not found")
-    else:
-        files = sorted(index_dir.glob("*.npz"))
-    if not files:
-        raise InputError(f"{index_dir}: no MegaDepth .npz index found (--index)")
-    return files
+    return scene_index_files(index_dir)
 
 
 def read_megadepth_pairs(

@@ -42,11 +42,10 @@ from ..errors import InputError
 from ..geometry.camera import scale_intrinsics
 from .augment import PhotometricAugmentConfig, photometric_augment
 from .images import read_image
-from .scene_info import PairInfo, SceneInfo, load_scene_info
+from .scene_info import PairInfo, SceneInfo, load_scene_info, scene_index_files
 
 logger = logging.getLogger(__name__)
 
-LIST_FILES = ("scene_list.txt", "megadepth_test_1500.txt")
 
 
 @dataclass(frozen=True)
@@ -297,51 +296,6 @@ class MegaDepthPairDataset(Dataset):
             }
         )
         return item
-
-
-def scene_index_files(index: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Resolve the ``.npz`` indices of many scenes.
-
-    Args:
-        index: a directory (uses its ``scene_list.txt`` or ``megadepth_test_1500.txt`` when present,
-            else all ``*.npz`` sorted), a list file (one index name per line, relative to the file's
-            folder, ``.npz`` optional), a single ``.npz``, or a sequence of ``.npz`` paths.
-
-    Raises:
-        InputError: missing directory/list file/listed index, or no index at all.
-    """
-    if isinstance(index, (list, tuple)):
-        files = [Path(p) for p in index]
-        source = "index list"
-    else:
-        path = Path(index)  # type: ignore[arg-type]
-        source = str(path)
-        listing: Path | None = None
-        if path.is_dir():
-            listing = next((path / n for n in LIST_FILES if (path / n).is_file()), None)
-            files = [] if listing is not None else sorted(path.glob("*.npz"))
-        elif path.is_file() and path.suffix == ".npz":
-            files = [path]
-        elif path.is_file():
-            listing = path
-            files = []
-        else:
-            raise InputError(f"{path}: scene index directory or list file not found")
-        if listing is not None:
-            for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
-                name = line.strip()
-                if not name or name.startswith("#"):
-                    continue
-                f = listing.parent / (name if name.endswith(".npz") else name + ".npz")
-                if not f.is_file():
-                    raise InputError(f"{listing}:{lineno}: index {f} not found")
-                files.append(f)
-    for f in files:
-        if not f.is_file():
-            raise InputError(f"{f}: scene_info index not found ({source})")
-    if not files:
-        raise InputError(f"{source}: no scene_info .npz index found")
-    return files
 
 
 def build_megadepth_dataset(
