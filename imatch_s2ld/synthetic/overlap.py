@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from ..geometry.warp import warp_keypoints
 
 
 @dataclass(frozen=True)
@@ -33,37 +36,28 @@ def warp_grid(
 ) -> Covisibility:
     """Warp every ``step``-th pixel of view 0 into view 1 and test co-visibility.
 
-    A pixel is co-visible when it has depth, lands inside view 1 (pixel-centre convention:
-    ``[-0.5, W - 0.5)``) in front of the camera, and view 1's depth at the nearest pixel agrees
-    with the warped depth within ``rel_tol`` (relative), i.e. it is not occluded.
+    A pixel is co-visible when :func:`imatch_s2ld.geometry.warp_keypoints` (the LoFTR rule) accepts
+    it: it has depth, lands inside view 1 in front of the camera, and view 1's depth at the nearest
+    pixel agrees with the warped depth within ``rel_tol`` (relative), i.e. it is not occluded.
 
     Args:
         depth0, depth1: float32 (H0, W0), (H1, W1) depth maps (0 = none).
         K0, K1: (3, 3) intrinsics. T_0to1: (4, 4) camera-0 to camera-1 transform.
     """
     h0, w0 = depth0.shape
-    h1, w1 = depth1.shape
     off = step // 2
     v, u = np.mgrid[off:h0:step, off:w0:step]
-    z0 = depth0[v, u].astype(np.float64)
-    has = z0 > 0
-    u, v, z0 = u[has].astype(np.float64), v[has].astype(np.float64), z0[has]
-    if len(z0) == 0:
+    has = depth0[v, u] > 0
+    grid = np.stack([u[has], v[has]], axis=1).astype(np.float64)
+    if len(grid) == 0:
         return Covisibility(0.0, np.zeros((0, 2)), np.zeros((0, 2)))
-    X0 = (np.linalg.inv(K0) @ np.stack([u, v, np.ones_like(u)])) * z0
-    X1 = T_0to1[:3, :3] @ X0 + T_0to1[:3, 3:4]
-    z1 = X1[2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p1 = (K1 @ X1)[:2] / z1
-    inside = (z1 > 0) & (p1[0] >= -0.5) & (p1[0] < w1 - 0.5) & (p1[1] >= -0.5) & (p1[1] < h1 - 0.5)
-    ok = np.zeros_like(inside)
-    ui = np.clip(np.rint(p1[0][inside]), 0, w1 - 1).astype(int)
-    vi = np.clip(np.rint(p1[1][inside]), 0, h1 - 1).astype(int)
-    d1 = depth1[vi, ui]
-    ok[inside] = (d1 > 0) & (np.abs(d1 - z1[inside]) < rel_tol * z1[inside])
-    kpts0 = np.stack([u[ok], v[ok]], axis=1)
-    kpts1 = p1[:, ok].T
-    return Covisibility(float(ok.sum()) / len(z0), kpts0, kpts1)
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x, dtype=np.float64))[None]
+
+    valid, warped = warp_keypoints(t(grid), t(depth0), t(depth1), t(T_0to1), t(K0), t(K1), rel_tol)
+    ok, kpts1 = valid[0].numpy(), warped[0].numpy()
+    return Covisibility(float(ok.sum()) / len(grid), grid[ok], kpts1[ok])
 
 
 def pair_overlap(
