@@ -1,4 +1,16 @@
-"""ResNet-FPN backbone: coarse features at 1/8 and fine features at 1/2 resolution."""
+"""ResNet-FPN backbone: coarse features at 1/8 and fine features at 1/2 resolution.
+
+Two top-down heads (``fine_head``):
+
+- ``"fpn"`` (LoFTR's): at 1/4 and 1/2 a 1x1 lateral plus two 3x3 convolutions, the 1/2 ones at
+  ``block_dims[1]`` channels.
+- ``"light"``: S2LD only reads the fine map in small windows around sparse keypoints, so the
+  1/2-resolution path is kept thin: 1x1 laterals into the fine width ``block_dims[0]``, one 3x3
+  convolution at 1/4 and one at 1/2 (about a quarter of the ``"fpn"`` head's multiply-adds).
+
+``blocks_per_stage`` sets the residual blocks per stage (1/2, 1/4, 1/8); with ``[1, 2, 2]`` the
+full-width 1/2 stage costs half of LoFTR's.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conf import merge_conf
+from ..errors import InputError
+
+FINE_HEADS = ("fpn", "light")
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -30,45 +49,87 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return F.relu(y + self.shortcut(x))
 
 
-def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1))
+def _stage(cin: int, cout: int, stride: int, blocks: int) -> nn.Sequential:
+    """``blocks`` basic blocks, the first one with ``stride`` (module names ``0``, ``1``, ...)."""
+    rest = (BasicBlock(cout, cout, 1) for _ in range(blocks - 1))
+    return nn.Sequential(BasicBlock(cin, cout, stride), *rest)
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+def _check_conf(conf: dict[str, Any]) -> tuple[list[int], list[int], str]:
+    """Validated ``block_dims``, ``blocks_per_stage`` and ``fine_head``.
+
+    Raises:
+        InputError: wrong lengths, non-positive values or an unknown head.
+    """
+    dims, blocks, head = list(conf["block_dims"]), list(conf["blocks_per_stage"]), str(conf["fine_head"])
+    if len(dims) != 3 or any(int(d) <= 0 for d in dims):
+        raise InputError(f"backbone.block_dims: expected 3 positive widths, got {dims}")
+    if len(blocks) != 3 or any(int(n) < 1 for n in blocks):
+        raise InputError(f"backbone.blocks_per_stage: expected 3 counts >= 1, got {blocks}")
+    if head not in FINE_HEADS:
+        raise InputError(f"backbone.fine_head: expected one of {', '.join(FINE_HEADS)}, got {head!r}")
+    return [int(d) for d in dims], [int(n) for n in blocks], head
+
+
 class ResNetFPN(nn.Module):
-    """Stem + residual stages at 1/2, 1/4, 1/8 and a top-down FPN path.
+    """Stem + residual stages at 1/2, 1/4, 1/8 and a top-down path to the 1/2 map.
 
     ``d_coarse = block_dims[2]`` (1/8 map), ``d_fine = block_dims[0]`` (1/2 map).
     """
 
-    default_conf: dict[str, Any] = {"initial_dim": 128, "block_dims": [128, 196, 256]}
+    default_conf: dict[str, Any] = {
+        "initial_dim": 128, "block_dims": [128, 196, 256], "blocks_per_stage": [2, 2, 2], "fine_head": "fpn",
+    }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.conf = conf = merge_conf(self.default_conf, conf)
+        (d1, d2, d3), (n1, n2, n3), self.fine_head = _check_conf(conf)
         d0 = int(conf["initial_dim"])
-        d1, d2, d3 = (int(d) for d in conf["block_dims"])
         self.d_fine, self.d_coarse = d1, d3
         self.stem = nn.Sequential(nn.Conv2d(1, d0, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(d0),
                                   nn.ReLU(inplace=True))
-        self.layer1 = _stage(d0, d1, 1)  # 1/2
-        self.layer2 = _stage(d1, d2, 2)  # 1/4
-        self.layer3 = _stage(d2, d3, 2)  # 1/8
-        self.out3 = nn.Conv2d(d3, d3, 1, bias=False)
-        self.lat2 = nn.Conv2d(d2, d3, 1, bias=False)
+        self.layer1 = _stage(d0, d1, 1, n1)  # 1/2
+        self.layer2 = _stage(d1, d2, 2, n2)  # 1/4
+        self.layer3 = _stage(d2, d3, 2, n3)  # 1/8
+        self.out3 = _conv1x1(d3, d3)
+        if self.fine_head == "fpn":
+            self._build_fpn_head(d1, d2, d3)
+        else:
+            self._build_light_head(d1, d2, d3)
+
+    def _build_fpn_head(self, d1: int, d2: int, d3: int) -> None:
+        self.lat2 = _conv1x1(d2, d3)
         self.smooth2 = nn.Sequential(_conv3x3(d3, d3), nn.BatchNorm2d(d3), nn.LeakyReLU(0.1),
                                      _conv3x3(d3, d2))
-        self.lat1 = nn.Conv2d(d1, d2, 1, bias=False)
+        self.lat1 = _conv1x1(d1, d2)
         self.smooth1 = nn.Sequential(_conv3x3(d2, d2), nn.BatchNorm2d(d2), nn.LeakyReLU(0.1),
                                      _conv3x3(d2, d1))
+
+    def _build_light_head(self, d1: int, d2: int, d3: int) -> None:
+        self.top2 = _conv1x1(d3, d1)  # applied at 1/8, then upsampled
+        self.lat2 = _conv1x1(d2, d1)
+        self.smooth2 = nn.Sequential(_conv3x3(d1, d1), nn.BatchNorm2d(d1), nn.LeakyReLU(0.1))
+        self.lat1 = _conv1x1(d1, d1)
+        self.smooth1 = nn.Sequential(nn.BatchNorm2d(d1), nn.LeakyReLU(0.1), _conv3x3(d1, d1))
+
+    def _top_down(self, x1: torch.Tensor, x2: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """x1 (B, d1, H/2, W/2), x2 (B, d2, H/4, W/4), coarse (B, d3, H/8, W/8) -> fine (B, d1, H/2, W/2)."""
+        if self.fine_head == "fpn":
+            y2 = self.smooth2(self.lat2(x2) + _up(coarse))
+        else:
+            y2 = self.smooth2(self.lat2(x2) + _up(self.top2(coarse)))
+        return self.smooth1(self.lat1(x1) + _up(y2))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
@@ -80,6 +141,4 @@ class ResNetFPN(nn.Module):
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
         coarse = self.out3(x3)
-        y2 = self.smooth2(self.lat2(x2) + _up(coarse))
-        fine = self.smooth1(self.lat1(x1) + _up(y2))
-        return coarse, fine
+        return coarse, self._top_down(x1, x2, coarse)

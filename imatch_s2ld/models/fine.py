@@ -59,10 +59,10 @@ class RefinementLevel(nn.Module):
         w1 = sample_windows(fine1, centre1, batch_index, self.offsets, size1).to(dtype)
         w0 = w0 + self.pos + self.merge_coarse(desc0)[:, None]
         w1 = w1 + self.pos + self.merge_coarse(desc1)[:, None]
-        if w0.shape[0] > 0:
-            for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
-                w0, w1 = self_layer(w0, w0), self_layer(w1, w1)
-                w0, w1 = cross_layer(w0, w1), cross_layer(w1, w0)
+        # Runs also for M = 0 (empty batch), so every parameter is in the graph (needed by DDP).
+        for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
+            w0, w1 = self_layer(w0, w0), self_layer(w1, w1)
+            w0, w1 = cross_layer(w0, w1), cross_layer(w1, w0)
         f0 = self.proj(w0[:, w0.shape[1] // 2]).float()  # (M, Cf) centre of window 0
         f1 = self.proj(w1).float()  # (M, K, Cf)
         sim = torch.einsum("mc,mkc->mk", f0, f1) / (f0.shape[-1] ** 0.5 * self.temperature)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from torch import nn
 from ..conf import merge_conf
 from ..errors import InputError
 from ..io import atomic_path
+from ..losses.supervision import KeypointCorrespondences, keypoint_correspondences
 from .attention import KeypointTransformer
 from .backbone import ResNetFPN
 from .coarse import CoarseMatcher
 from .fine import FineLevel, FineMatcher
 from .keypoints import COARSE_STRIDE, KeypointDescriptor, KeypointHead
+from .s2ld_loss import LossOutput, S2LDLoss, supervision_from_batch
 
 
 def named_configs() -> dict[str, dict[str, Any]]:
@@ -40,7 +43,8 @@ def named_configs() -> dict[str, dict[str, Any]]:
             "fine": {"n_heads": 2},
         },
         "base": {
-            "backbone": {"initial_dim": 128, "block_dims": [128, 196, 256]},
+            "backbone": {"initial_dim": 128, "block_dims": [128, 196, 256], "blocks_per_stage": [1, 2, 2],
+                         "fine_head": "light"},
             "d_model": 256,
             "keypoints": {"max_keypoints": 1024},
             "attention": {"n_layers": 4, "n_heads": 8, "mode": "linear"},
@@ -67,6 +71,9 @@ class S2LDOutput:
     Final:
         mkpts0 (M, 2) = kpts0[b, i]; mkpts1 (M, 2) = last level expectation; mconf (M,);
         muncertainty (M,) = last level std (pixels).
+    Training only (``forward(..., supervision=...)``):
+        gt: :class:`KeypointCorrespondences` of the detected keypoints (its pairs are the
+        ``extra_matches``); None otherwise.
     """
 
     kpts0: torch.Tensor
@@ -86,6 +93,7 @@ class S2LDOutput:
     mkpts1: torch.Tensor
     mconf: torch.Tensor
     muncertainty: torch.Tensor
+    gt: KeypointCorrespondences | None = None
 
 
 def _check_image(name: str, image: torch.Tensor) -> None:
@@ -122,6 +130,7 @@ class S2LD(nn.Module):
         "attention": KeypointTransformer.default_conf,
         "coarse": CoarseMatcher.default_conf,
         "fine": FineMatcher.default_conf,
+        "loss": S2LDLoss.default_conf,
     }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
@@ -135,6 +144,7 @@ class S2LD(nn.Module):
         self.transformer = KeypointTransformer(d_model, conf["attention"])
         self.coarse = CoarseMatcher(d_model, conf["coarse"])
         self.fine = FineMatcher(d_fine, d_model, conf["fine"])
+        self.loss_fn = S2LDLoss(conf["loss"])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -203,13 +213,18 @@ class S2LD(nn.Module):
     # ------------------------------------------------------------------ network
     def forward(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
                 mask1: torch.Tensor | None = None,
-                extra_matches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> S2LDOutput:
+                extra_matches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                supervision: Mapping[str, torch.Tensor] | None = None) -> S2LDOutput:
         """Args:
             image0, image1: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8 (the two
                 images may have different sizes).
             mask0, mask1: optional (B, H/8, W/8) bool, True for valid (not padded) coarse cells.
             extra_matches: optional (b, i, j) long tensors (E,) appended to the predicted matches
                 (e.g. ground-truth coarse matches during training).
+            supervision: training only: depth0/depth1 (B, H, W) at the images' resolution (0 =
+                unknown), K0/K1 (B, 3, 3), T_0to1/T_1to0 (B, 4, 4). The ground-truth pairs of the
+                detected keypoints are computed after detection and appended as extra matches;
+                ``out.gt`` holds them.
         Returns:
             :class:`S2LDOutput`.
         """
@@ -233,6 +248,16 @@ class S2LD(nn.Module):
         desc0, desc1 = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
         cm = self.coarse(desc0, desc1, kp0.valid, kp1.valid)
 
+        gt = None
+        if supervision is not None:
+            sup = supervision
+            gt = keypoint_correspondences(
+                kp0.kpts, kp1.kpts, sup["depth0"], sup["depth1"], sup["T_0to1"], sup["T_1to0"], sup["K0"],
+                sup["K1"], self.loss_fn.conf["gt_radius_px"], kp0.valid, kp1.valid,
+                self.loss_fn.conf["depth_tolerance"])
+            if extra_matches is not None:
+                raise InputError("forward: pass either extra_matches or supervision, not both")
+            extra_matches = gt.matrix.nonzero(as_tuple=True)
         mb, mi, mj, mconf = cm.b, cm.i, cm.j, cm.conf
         extra = torch.zeros_like(mb, dtype=torch.bool)
         if extra_matches is not None:
@@ -250,8 +275,27 @@ class S2LD(nn.Module):
             kpts_valid0=kp0.valid, kpts_valid1=kp1.valid, scores=cm.scores,
             matches_b=mb, matches_i=mi, matches_j=mj, matches_conf=mconf, matches_extra=extra,
             fine_levels=levels, mkpts0=pts0, mkpts1=levels[-1].expectation, mconf=mconf,
-            muncertainty=levels[-1].std,
+            muncertainty=levels[-1].std, gt=gt,
         )
+
+    # ------------------------------------------------------------------ training
+    @staticmethod
+    def batch_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of :meth:`forward` for a training batch (collated
+        :class:`imatch_s2ld.data.megadepth_train.MegaDepthPairDataset` items): images, coarse
+        masks and the supervision tensors."""
+        inputs: dict[str, Any] = {"image0": batch["image0"], "image1": batch["image1"]}
+        for key in ("mask0", "mask1"):
+            if key in batch:
+                inputs[key] = batch[key]
+        inputs["supervision"] = supervision_from_batch(batch)
+        return inputs
+
+    def loss(self, pred: S2LDOutput, batch: Mapping[str, Any]) -> LossOutput:
+        """The supervised loss (see :mod:`imatch_s2ld.models.s2ld_loss`) of ``pred`` =
+        ``self(**self.batch_inputs(batch))``: ``.total`` (0-d float32) and ``.terms`` (detached)."""
+        radii = tuple((lvl.size - 1) / 2 * lvl.spacing for lvl in self.fine.levels)
+        return self.loss_fn(pred, batch, radii)
 
     # ------------------------------------------------------------------ matcher interface
     def _prepare(self, image: np.ndarray, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
