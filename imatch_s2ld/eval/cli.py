@@ -28,6 +28,7 @@ from ..data.images import parse_resize, read_image
 from ..data.sample import PairSample
 from ..errors import InputError
 from ..geometry.estimate import ESTIMATORS, describe_estimator
+from ..matchers import Matcher
 from . import export, score
 from .report import format_summary, write_json, write_results_csv
 from .viz import draw_matches, plot_auc_curve
@@ -155,11 +156,13 @@ def _write_viz(
             )
 
 
-def evaluate(conf: EvalConfig | Mapping[str, Any]) -> dict[str, Any]:
+def evaluate(conf: EvalConfig | Mapping[str, Any], matcher: Matcher | None = None) -> dict[str, Any]:
     """Run export + score and write all outputs into ``conf.out``; return the summary.
 
     Args:
         conf: an :class:`EvalConfig` or a flat mapping (see :func:`config_from_dict`).
+        matcher: an already built matcher object (e.g. a model being trained); ``conf``'s
+            ``matcher`` name is then only a label and is not loaded.
     Returns:
         The summary (also in ``summary.json``): ``auc@5``, ``auc@10``, ``auc@20`` (percent),
         ``precision`` (percent), ``median_matches``, ``runtime_s_per_pair``, ``num_pairs``,
@@ -172,7 +175,7 @@ def evaluate(conf: EvalConfig | Mapping[str, Any]) -> dict[str, Any]:
     conf.score.check()  # validate before the expensive part
     pairs = load_pairs(conf.dataset)
     out = Path(conf.out)
-    predictions = export.main(conf.export, pairs, out)
+    predictions = export.main(conf.export, pairs, out, matcher=matcher)
     rows, summary = score.main(conf.score, pairs, predictions)
     summary["protocol"] = protocol(conf)
     write_json(out / "summary.json", summary)

@@ -1,4 +1,4 @@
-"""Matchers: ``load_matcher("sift" | "orb" | "loftr:WEIGHTS" | "s2ld:CHECKPOINT", **conf)``.
+"""Matchers: ``load_matcher("sift" | "orb" | "loftr:WEIGHTS" | "s2ld" | "s2ld:CHECKPOINT", **conf)``.
 
 Add a matcher with :func:`register_matcher` (``factory(arg, **conf) -> Matcher``).
 """

@@ -336,12 +336,19 @@ class S2LD(nn.Module):
                 conf[inside].cpu().numpy().astype(np.float32).reshape(-1))
 
 
+#: The shipped default checkpoint (``--matcher s2ld``): see the README for how it was trained.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "s2ld_default.pt"
+
+
 def s2ld_matcher(arg: str | None = None, device: str = "cpu", **conf: Any) -> S2LD:
-    """Matcher factory for ``"s2ld:CHECKPOINT"``: :meth:`S2LD.from_checkpoint` (+ conf overrides).
+    """Matcher factory: ``"s2ld"`` loads the shipped :data:`DEFAULT_CHECKPOINT`, ``"s2ld:PATH"``
+    another checkpoint (:meth:`S2LD.from_checkpoint`, plus conf overrides).
 
     Raises:
-        InputError: no checkpoint given, or it is missing/unreadable.
+        InputError: the checkpoint is missing/unreadable (names the path).
     """
-    if arg is None:
-        raise InputError("--matcher: s2ld needs a checkpoint: use s2ld:PATH/TO/CHECKPOINT.pt")
-    return S2LD.from_checkpoint(arg, map_location=device, **conf)
+    path = DEFAULT_CHECKPOINT if arg is None else Path(arg)
+    if arg is None and not path.is_file():
+        raise InputError(f"{path}: the default S2LD checkpoint is not installed; "
+                         "use --matcher s2ld:PATH/TO/CHECKPOINT.pt")
+    return S2LD.from_checkpoint(path, map_location=device, **conf)
