@@ -3,6 +3,7 @@
     imatch demo      generate the synthetic default scenes and evaluate the baseline matchers
     imatch generate  render a synthetic preset (images, depths, poses) in several layouts
     imatch evaluate  relative-pose evaluation of a matcher on a dataset
+    imatch match     match one image pair; draw and/or save the matches
 
 Each sub-command is the ``main(argv)`` of an importable module; ``imatch CMD --help`` shows its options.
 """
@@ -13,9 +14,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("imatch_s2ld.demo", "generate the synthetic default scenes and evaluate the baselines"),
+    "demo": ("imatch_s2ld.demo", "render the default scenes, evaluate S2LD and baselines"),
     "generate": ("imatch_s2ld.synthetic.cli", "render a synthetic preset"),
     "evaluate": ("imatch_s2ld.eval.cli", "relative-pose evaluation of a matcher on a dataset"),
+    "match": ("imatch_s2ld.match_cli", "match one image pair; draw and/or save the matches"),
 }
 
 

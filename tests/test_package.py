@@ -43,7 +43,8 @@ def test_public_api_and_cli(capsys):
     assert imatch_s2ld.__version__
     assert callable(imatch_s2ld.load_matcher)
     assert imatch_main(["--help"]) == 0
-    assert "evaluate" in capsys.readouterr().out
+    usage = capsys.readouterr().out
+    assert "evaluate" in usage and "match" in usage
     assert imatch_main(["no-such-command"]) == 2
     assert "unknown command 'no-such-command'" in capsys.readouterr().err
 

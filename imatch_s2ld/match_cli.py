@@ -1,0 +1,206 @@
+"""``imatch match IMG0 IMG1 --out matches.png``: match one image pair and draw or save the matches.
+
+Example::
+
+    imatch match a.jpg b.jpg --matcher sift --resize 640 --out matches.png --save-matches m.npz
+
+``--matcher`` takes every name of :func:`imatch_s2ld.load_matcher` (``s2ld`` = the shipped default
+checkpoint, ``s2ld:PATH``, ``sift``, ``orb``, ``loftr:PATH``). With ``--resize`` the matcher sees
+resized images; keypoints are mapped back, so drawings and saved matches are always in pixels of
+the original images (integer coordinates = pixel centres, see :mod:`imatch_s2ld.conventions`).
+``--out`` draws the pair side by side with at most ``--max-draw`` match lines, coloured by
+confidence (``--color confidence``, blue low to red high) or all green (``--color plain``).
+``--save-matches`` writes ``kpts0`` (N, 2), ``kpts1`` (N, 2), ``confidence`` (N,) float32 to a
+``.npz``, or a ``.txt`` with one ``x0 y0 x1 y1 confidence`` line per match. Without either, only the
+summary line (matches, seconds of the ``match`` call) is printed. Bad input: one ``error:`` line
+naming the file or argument, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import parse_resize, read_image, resize_image, unscale_keypoints
+from .errors import InputError
+from .eval.cli import _ArgumentParser
+from .io import atomic_path
+from .matchers import load_matcher, wants_grayscale
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MATCH_SUFFIXES = (".npz", ".txt")
+COLOURS = ("confidence", "plain")
+
+
+def build_parser(prog: str = "imatch match") -> argparse.ArgumentParser:
+    """The CLI options (see module docstring)."""
+    p = _ArgumentParser(prog=prog, description="Match two images; draw and/or save the matches.")
+    p.add_argument("image0", help="first image")
+    p.add_argument("image1", help="second image")
+    p.add_argument("--matcher", default="s2ld",
+                   help="s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH (default s2ld)")
+    p.add_argument("--resize", default=None, help="none, longer side (int) or WxH (default none)")
+    p.add_argument("--out", default=None, help="PNG/JPEG picture of the matches")
+    p.add_argument("--color", choices=COLOURS, default="confidence",
+                   help="line colours: by confidence (blue low, red high) or plain green")
+    p.add_argument("--max-draw", type=int, default=1000, help="draw at most N matches (random subset)")
+    p.add_argument("--save-matches", default=None, help="write the matches to FILE.npz or FILE.txt")
+    return p
+
+
+def check_output(path: str | Path, option: str, suffixes: Sequence[str]) -> Path:
+    """Check that ``path`` has one of ``suffixes`` and that its folder can be created and written.
+
+    Raises:
+        InputError: wrong suffix, a directory, or an unwritable folder (names ``option`` and path).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{option}: {path}: expected a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise InputError(f"{option}: {path} is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise InputError(f"{option}: cannot write to {path.parent} ({err.strerror or err})") from None
+    return path
+
+
+def save_matches(path: Path, kpts0: np.ndarray, kpts1: np.ndarray, confidence: np.ndarray) -> None:
+    """Write (N, 2), (N, 2), (N,) matches atomically as ``.npz`` (three arrays) or ``.txt`` (N rows)."""
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".npz":
+            np.savez(tmp, kpts0=kpts0, kpts1=kpts1, confidence=confidence)
+        else:
+            rows = np.concatenate([kpts0, kpts1, confidence[:, None]], axis=1).reshape(-1, 5)
+            np.savetxt(tmp, rows, fmt="%.4f %.4f %.4f %.4f %.6g",
+                       header="x0 y0 x1 y1 confidence (original-image pixels, integer = pixel centre)")
+
+
+def draw(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
+         confidence: np.ndarray, path: Path, text: str, max_draw: int, color: str) -> None:
+    """Save the pair side by side with (at most ``max_draw``) match lines.
+
+    ``plain``: :func:`~imatch_s2ld.eval.viz.draw_matches` with every line green. ``confidence``:
+    ``draw_matches`` lays out the images and the text band, then the lines are drawn on top with
+    the TURBO colour map of the confidence (min-max over the drawn matches, low confidence first).
+
+    Args:
+        image0, image1: (H, W, 3) RGB or (H, W) uint8; kpts0, kpts1: (N, 2) pixels; confidence: (N,).
+    Raises:
+        InputError: the picture could not be written.
+    """
+    import cv2
+
+    from .eval.viz import draw_matches
+
+    if color == "plain":
+        draw_matches(image0, image1, kpts0, kpts1, np.ones(len(kpts0), bool), path, text, max_lines=max_draw)
+    else:
+        idx = np.arange(len(kpts0))
+        if len(idx) > max_draw:
+            idx = np.sort(np.random.default_rng(0).choice(idx, max_draw, replace=False))
+        lo, hi = (float(confidence[idx].min()), float(confidence[idx].max())) if len(idx) else (0.0, 1.0)
+        text = f"{text}, confidence {lo:.2g} (blue) to {hi:.2g} (red)"
+        empty = np.zeros((0, 2), np.float32)
+        draw_matches(image0, image1, empty, empty, np.zeros(0, bool), path, text)
+        canvas = cv2.imread(str(path))
+        if canvas is not None and len(idx):
+            band = canvas.shape[0] - max(image0.shape[0], image1.shape[0])
+            _draw_lines(canvas, kpts0[idx], kpts1[idx], confidence[idx], (image0.shape[1], band), (lo, hi))
+            cv2.imwrite(str(path), canvas)
+    if not path.is_file():
+        raise InputError(f"--out: cannot write {path}")
+
+
+def _draw_lines(canvas: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray, confidence: np.ndarray,
+                offset: tuple[int, int], conf_range: tuple[float, float]) -> None:
+    """Draw (N, 2) -> (N, 2) match lines on a BGR canvas in place, image 1 shifted by ``offset``
+    (x, y) and image 0 by (0, y); colour = TURBO map of confidence scaled to ``conf_range``."""
+    import cv2
+
+    lo, hi = conf_range
+    level = np.clip((confidence - lo) / max(hi - lo, 1e-12), 0.0, 1.0) if hi > lo else np.ones(len(kpts0))
+    colours = cv2.applyColorMap((level * 255).astype(np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0]
+    dx, dy = offset
+    for i in np.argsort(level, kind="stable"):  # most confident on top
+        colour = tuple(int(c) for c in colours[i])
+        p0 = (int(round(kpts0[i, 0])), int(round(kpts0[i, 1])) + dy)
+        p1 = (int(round(kpts1[i, 0])) + dx, int(round(kpts1[i, 1])) + dy)
+        cv2.line(canvas, p0, p1, colour, 1, cv2.LINE_AA)
+        cv2.circle(canvas, p0, 2, colour, -1, cv2.LINE_AA)
+        cv2.circle(canvas, p1, 2, colour, -1, cv2.LINE_AA)
+
+
+def _short_name(matcher: str) -> str:
+    """``"s2ld:/long/path/model.pt"`` -> ``"s2ld:model.pt"`` (for the picture's text band)."""
+    base, _, arg = matcher.partition(":")
+    return f"{base}:{Path(arg).name}" if arg else base
+
+
+def _size_text(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
+
+
+def run(args: argparse.Namespace) -> str:
+    """Match, draw and save as the parsed ``args`` ask; return the one-line summary.
+
+    Raises:
+        InputError: bad argument, matcher, image or output path (one line naming it).
+    """
+    resize = parse_resize(args.resize)
+    if args.max_draw < 0:
+        raise InputError(f"--max-draw: expected a count >= 0, got {args.max_draw}")
+    out = check_output(args.out, "--out", IMAGE_SUFFIXES) if args.out else None
+    save = check_output(args.save_matches, "--save-matches", MATCH_SUFFIXES) if args.save_matches else None
+    matcher = load_matcher(args.matcher)
+    gray = wants_grayscale(matcher)
+    image0, image1 = read_image(args.image0, gray), read_image(args.image1, gray)
+    small0, scale0 = resize_image(image0, resize)
+    small1, scale1 = resize_image(image1, resize)
+    start = time.perf_counter()
+    k0, k1, conf = matcher.match(small0, small1)
+    elapsed = time.perf_counter() - start
+    kpts0, kpts1 = unscale_keypoints(k0, scale0), unscale_keypoints(k1, scale1)
+    conf = np.asarray(conf, dtype=np.float32).reshape(-1)
+    sizes = f"{_size_text(image0)} / {_size_text(image1)}"
+    if resize is not None:
+        sizes += f", matched at {_size_text(small0)} / {_size_text(small1)}"
+    summary = f"{args.matcher}: {len(kpts0)} matches in {elapsed:.3f} s ({sizes})"
+    written = []
+    if out is not None:
+        rgb0, rgb1 = (read_image(args.image0), read_image(args.image1)) if gray else (image0, image1)
+        text = f"{_short_name(args.matcher)}: {len(kpts0)} matches"
+        draw(rgb0, rgb1, kpts0, kpts1, conf, out, text, args.max_draw, args.color)
+        written.append(str(out))
+    if save is not None:
+        save_matches(save, kpts0, kpts1, conf)
+        written.append(str(save))
+    return summary + (f"; wrote {', '.join(written)}" if written else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (2 on :class:`InputError`)."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return int(exit_.code or 0)
+        summary = run(args)
+    except InputError as err:
+        print(f"imatch match: error: {err}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
