@@ -1,5 +1,5 @@
 """The main job on the embedded default: render the synthetic default scenes, evaluate the
-baseline matchers on them, and write a report.
+shipped S2LD checkpoint and the baseline matchers on them, and write a report.
 
     imatch demo --out outputs/demo
 
@@ -38,7 +38,7 @@ class DemoConfig:
     out: str = "outputs/demo"
     preset: str = "default"
     seed: int = 0
-    matchers: tuple[str, ...] = ("sift", "orb")
+    matchers: tuple[str, ...] = ("s2ld", "sift", "orb")
     estimator: str = "ransac"
     threshold: float | None = None
     progress: bool = True
@@ -85,7 +85,7 @@ def write_report(
 
     protocol = next(iter(next(iter(results.values())).values()))["protocol"]
     lines = [
-        "# imatch_s2ld demo: baseline matchers on the synthetic default scenes", "",
+        "# imatch_s2ld demo: matchers on the synthetic default scenes", "",
         f"Preset `{conf.preset}`, seed {conf.seed}, rendered at {render_rate:.1f} views/s; "
         f"whole run {seconds:.0f} s.", "",
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
@@ -122,13 +122,13 @@ def _slug(matcher: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``imatch demo [--out DIR] [--preset NAME] [--seed N] [--matchers sift,orb]``."""
+    """CLI: ``imatch demo [--out DIR] [--preset NAME] [--seed N] [--matchers s2ld,sift,orb]``."""
     p = argparse.ArgumentParser(prog="imatch demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DemoConfig.out, help="output directory (default outputs/demo)")
     p.add_argument("--preset", default=DemoConfig.preset, help="synthetic preset (default: default)")
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
     p.add_argument("--matchers", default=",".join(DemoConfig.matchers),
-                   help="comma-separated matcher names (default sift,orb)")
+                   help="comma-separated matcher names (default s2ld,sift,orb)")
     p.add_argument("--estimator", default=DemoConfig.estimator, help="ransac, magsac or pycolmap")
     p.add_argument("--threshold", type=float, default=None, help="inlier threshold in pixels")
     p.add_argument("--no-progress", action="store_false", dest="progress")

@@ -24,8 +24,6 @@ def tiny_checkpoint(tmp_path_factory):
 def test_registry_loads_s2ld_checkpoint(tiny_checkpoint):
     matcher = imatch_s2ld.load_matcher(f"s2ld:{tiny_checkpoint}")
     assert matcher.name == "s2ld"
-    with pytest.raises(InputError, match="s2ld"):
-        imatch_s2ld.load_matcher("s2ld")
     with pytest.raises(InputError, match="nothing.pt"):
         imatch_s2ld.load_matcher("s2ld:/nonexistent/nothing.pt")
 
@@ -42,3 +40,22 @@ def test_evaluate_cli_with_s2ld(tiny_checkpoint, tmp_path):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_pairs"] == 2 and summary["protocol"]["matcher"].startswith("s2ld:")
+
+
+def test_default_checkpoint_is_shipped_small_and_loads():
+    from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.is_file(), "the default checkpoint must ship with the package"
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 25 * 2**20
+    matcher = imatch_s2ld.load_matcher("s2ld")
+    assert isinstance(matcher, S2LD) and not matcher.training
+    ckpt = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert "run_config" in ckpt  # the resolved training configuration travels with the weights
+
+
+def test_missing_default_checkpoint_is_a_clear_error(monkeypatch, tmp_path):
+    import imatch_s2ld.models.s2ld as s2ld_module
+
+    monkeypatch.setattr(s2ld_module, "DEFAULT_CHECKPOINT", tmp_path / "none.pt")
+    with pytest.raises(InputError, match="none.pt.*s2ld:PATH"):
+        imatch_s2ld.load_matcher("s2ld")
