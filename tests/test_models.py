@@ -277,8 +277,7 @@ def test_numpy_match_interface():
 
 
 def test_matcher_factory(tmp_path):
-    with pytest.raises(InputError, match="checkpoint"):
-        s2ld_matcher(None)
+    assert s2ld_matcher(None).conf["coarse"]["threshold"] == 0.1  # the shipped default checkpoint
     with pytest.raises(InputError, match="nothere.pt"):
         s2ld_matcher(str(tmp_path / "nothere.pt"))
     path = _model().save_checkpoint(tmp_path / "w.pt")
