@@ -6,12 +6,18 @@
     imatch match     match one image pair; draw and/or save the matches
 
 Each sub-command is the ``main(argv)`` of an importable module; ``imatch CMD --help`` shows its options.
+:class:`ArgumentParser` and :func:`run_command` give sub-commands the common error contract: bad input
+prints ``PROG: error: ...`` (one line) and returns exit code 2.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from collections.abc import Callable, Sequence
+
+from .errors import InputError
 
 COMMANDS = {
     "demo": ("imatch_s2ld.demo", "render the default scenes, evaluate S2LD and baselines"),
@@ -19,6 +25,28 @@ COMMANDS = {
     "evaluate": ("imatch_s2ld.eval.cli", "relative-pose evaluation of a matcher on a dataset"),
     "match": ("imatch_s2ld.match_cli", "match one image pair; draw and/or save the matches"),
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`InputError` (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise InputError(f"argument error: {message}")
+
+
+def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                body: Callable[[argparse.Namespace], int | None], intermixed: bool = False) -> int:
+    """Parse ``argv`` and run ``body(args)``; return its exit code (0 for None), 0 after ``--help``,
+    or 2 after printing ``"{prog}: error: {message}"`` for an :class:`InputError`."""
+    try:
+        try:
+            args = parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return int(exit_.code or 0)
+        return int(body(args) or 0)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        return 2
 
 
 def _usage() -> str:

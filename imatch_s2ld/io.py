@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves half a file under the final name."""
+"""File helpers: atomic writes (a crash or Ctrl-C never leaves half a file under the final name) and
+reading torch files with one-line errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from .errors import InputError
 
 
 @contextmanager
@@ -26,3 +30,29 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu",
+                    missing_hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors naming the file.
+
+    Args:
+        what: what the file is, for the messages (e.g. ``"S2LD checkpoint"``).
+        missing_hint: appended to the not-found message (e.g. ``" (nothing to resume)"``).
+    Raises:
+        InputError: ``"{path}: {what} not found{missing_hint}"`` or
+            ``"{path}: cannot read {what} (first line of the loader's error)"``.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found{missing_hint}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"{path}: cannot read {what} ({first})") from None

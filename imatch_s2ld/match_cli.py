@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import ArgumentParser, run_command
 from .data.images import parse_resize, read_image, resize_image, unscale_keypoints
 from .errors import InputError
-from .eval.cli import _ArgumentParser
 from .io import atomic_path
 from .matchers import load_matcher, wants_grayscale
 
@@ -40,7 +40,7 @@ COLOURS = ("confidence", "plain")
 
 def build_parser(prog: str = "imatch match") -> argparse.ArgumentParser:
     """The CLI options (see module docstring)."""
-    p = _ArgumentParser(prog=prog, description="Match two images; draw and/or save the matches.")
+    p = ArgumentParser(prog=prog, description="Match two images; draw and/or save the matches.")
     p.add_argument("image0", help="first image")
     p.add_argument("image1", help="second image")
     p.add_argument("--matcher", default="s2ld",
@@ -89,9 +89,9 @@ def draw(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.nd
          confidence: np.ndarray, path: Path, text: str, max_draw: int, color: str) -> None:
     """Save the pair side by side with (at most ``max_draw``) match lines.
 
-    ``plain``: :func:`~imatch_s2ld.eval.viz.draw_matches` with every line green. ``confidence``:
-    ``draw_matches`` lays out the images and the text band, then the lines are drawn on top with
-    the TURBO colour map of the confidence (min-max over the drawn matches, low confidence first).
+    ``plain``: every line green. ``confidence``: the TURBO colour map of the confidence (min-max over
+    the drawn matches, low confidence first, so the most confident lines are on top). Both through
+    :func:`~imatch_s2ld.eval.viz.draw_matches`.
 
     Args:
         image0, image1: (H, W, 3) RGB or (H, W) uint8; kpts0, kpts1: (N, 2) pixels; confidence: (N,).
@@ -110,34 +110,16 @@ def draw(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.nd
             idx = np.sort(np.random.default_rng(0).choice(idx, max_draw, replace=False))
         lo, hi = (float(confidence[idx].min()), float(confidence[idx].max())) if len(idx) else (0.0, 1.0)
         text = f"{text}, confidence {lo:.2g} (blue) to {hi:.2g} (red)"
-        empty = np.zeros((0, 2), np.float32)
-        draw_matches(image0, image1, empty, empty, np.zeros(0, bool), path, text)
-        canvas = cv2.imread(str(path))
-        if canvas is not None and len(idx):
-            band = canvas.shape[0] - max(image0.shape[0], image1.shape[0])
-            _draw_lines(canvas, kpts0[idx], kpts1[idx], confidence[idx], (image0.shape[1], band), (lo, hi))
-            cv2.imwrite(str(path), canvas)
+        level = np.clip((confidence[idx] - lo) / max(hi - lo, 1e-12), 0.0, 1.0) if hi > lo \
+            else np.ones(len(idx))
+        rank = np.argsort(level, kind="stable")  # most confident drawn last, on top
+        order = idx[rank]
+        colours = np.zeros((0, 3), np.uint8) if not len(idx) else \
+            cv2.applyColorMap((level[rank] * 255).astype(np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0]
+        draw_matches(image0, image1, kpts0[order], kpts1[order], np.ones(len(order), bool), path, text,
+                     max_lines=len(order), colors=colours)
     if not path.is_file():
         raise InputError(f"--out: cannot write {path}")
-
-
-def _draw_lines(canvas: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray, confidence: np.ndarray,
-                offset: tuple[int, int], conf_range: tuple[float, float]) -> None:
-    """Draw (N, 2) -> (N, 2) match lines on a BGR canvas in place, image 1 shifted by ``offset``
-    (x, y) and image 0 by (0, y); colour = TURBO map of confidence scaled to ``conf_range``."""
-    import cv2
-
-    lo, hi = conf_range
-    level = np.clip((confidence - lo) / max(hi - lo, 1e-12), 0.0, 1.0) if hi > lo else np.ones(len(kpts0))
-    colours = cv2.applyColorMap((level * 255).astype(np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0]
-    dx, dy = offset
-    for i in np.argsort(level, kind="stable"):  # most confident on top
-        colour = tuple(int(c) for c in colours[i])
-        p0 = (int(round(kpts0[i, 0])), int(round(kpts0[i, 1])) + dy)
-        p1 = (int(round(kpts1[i, 0])) + dx, int(round(kpts1[i, 1])) + dy)
-        cv2.line(canvas, p0, p1, colour, 1, cv2.LINE_AA)
-        cv2.circle(canvas, p0, 2, colour, -1, cv2.LINE_AA)
-        cv2.circle(canvas, p1, 2, colour, -1, cv2.LINE_AA)
 
 
 def _short_name(matcher: str) -> str:
@@ -189,17 +171,7 @@ def run(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 on :class:`InputError`)."""
-    try:
-        try:
-            args = build_parser().parse_args(argv)
-        except SystemExit as exit_:  # --help
-            return int(exit_.code or 0)
-        summary = run(args)
-    except InputError as err:
-        print(f"imatch match: error: {err}", file=sys.stderr)
-        return 2
-    print(summary)
-    return 0
+    return run_command("imatch match", build_parser(), argv, lambda args: print(run(args)))
 
 
 if __name__ == "__main__":

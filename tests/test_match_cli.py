@@ -6,13 +6,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import imatch_s2ld
 from imatch_s2ld.cli import main as imatch_main
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.match_cli import main
-from imatch_s2ld.models import S2LD
 
 W, H = 320, 240
 H_TRUE = np.array([[0.96, 0.07, 10.0], [-0.05, 0.98, 6.0], [1e-4, -5e-5, 1.0]])
@@ -32,14 +30,6 @@ def pair(tmp_path_factory):
     for path, image in zip(paths, (image0, image1)):
         cv2.imwrite(str(path), image)
     return tuple(str(p) for p in paths)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    S2LD.from_config("tiny").save_checkpoint(path)
-    return path
 
 
 def _median_error(kpts0: np.ndarray, kpts1: np.ndarray) -> float:

@@ -13,14 +13,6 @@ from imatch_s2ld.eval.cli import main as evaluate_main
 from imatch_s2ld.models import S2LD
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    S2LD.from_config("tiny").save_checkpoint(path)
-    return path
-
-
 def test_registry_loads_s2ld_checkpoint(tiny_checkpoint):
     matcher = imatch_s2ld.load_matcher(f"s2ld:{tiny_checkpoint}")
     assert matcher.name == "s2ld"

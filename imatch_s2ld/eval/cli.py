@@ -22,6 +22,7 @@ from typing import Any
 
 import h5py
 
+from ..cli import ArgumentParser, run_command
 from ..conf import reject_unknown
 from ..data.datasets import DATASETS, DatasetConfig, load_pairs
 from ..data.images import parse_resize, read_image
@@ -194,16 +195,9 @@ def evaluate(conf: EvalConfig | Mapping[str, Any], matcher: Matcher | None = Non
     return summary
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises :class:`InputError` (one line, exit 2) instead of printing usage."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise InputError(f"argument error: {message}")
-
-
 def build_parser(prog: str = "imatch evaluate") -> argparse.ArgumentParser:
     """The CLI options (see module docstring)."""
-    p = _ArgumentParser(prog=prog, description="Relative-pose evaluation of a matcher.")
+    p = ArgumentParser(prog=prog, description="Relative-pose evaluation of a matcher.")
     p.add_argument("--dataset", default="pairs",
                    help=f"one of {', '.join(DATASETS)} (default: pairs)")
     p.add_argument("--pairs", help="pairs: pairs_with_gt.txt file")
@@ -235,20 +229,14 @@ def build_parser(prog: str = "imatch evaluate") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 on :class:`InputError`)."""
-    try:
-        try:
-            args = build_parser().parse_args(argv)
-        except SystemExit as exit_:  # --help
-            return int(exit_.code or 0)
-        if args.dataset not in DATASETS:
-            raise InputError(
-                f"--dataset: unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}"
-            )
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        summary = evaluate(vars(args))
-    except InputError as err:
-        print(f"imatch evaluate: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("imatch evaluate", build_parser(), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.dataset not in DATASETS:
+        raise InputError(f"--dataset: unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = evaluate(vars(args))
     print(format_summary(summary))
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0

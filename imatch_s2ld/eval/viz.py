@@ -49,6 +49,7 @@ def plot_auc_curve(
 def draw_matches(
     image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
     correct: np.ndarray, path: str | Path, text: str = "", max_lines: int = 1000, seed: int = 0,
+    colors: np.ndarray | None = None,
 ) -> Path:
     """Save the two RGB images side by side with match lines (green correct, red wrong).
 
@@ -56,7 +57,9 @@ def draw_matches(
         image0, image1: (H, W, 3) RGB or (H, W) uint8.
         kpts0, kpts1: (N, 2) pixels; correct: (N,) bool.
         text: a line written in a black band above the images.
-        max_lines: draw a random subset of at most this many matches.
+        max_lines: draw a random subset of at most this many matches (in input order when all fit).
+        colors: optional (N, 3) uint8 line colours in OpenCV's BGR order, replacing the
+            correct/wrong colours.
     """
     def rgb(im: np.ndarray) -> np.ndarray:
         return np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
@@ -72,7 +75,10 @@ def draw_matches(
         idx = np.random.default_rng(seed).choice(idx, max_lines, replace=False)
     offset = np.array([im0.shape[1], 0.0])
     for i in idx:
-        color = (0, 200, 0) if correct[i] else (0, 0, 255)
+        if colors is not None:
+            color = tuple(int(c) for c in colors[i])
+        else:
+            color = (0, 200, 0) if correct[i] else (0, 0, 255)
         p0 = tuple(int(round(v)) for v in kpts0[i])
         p1 = tuple(int(round(v)) for v in kpts1[i] + offset)
         cv2.line(canvas, p0, p1, color, 1, cv2.LINE_AA)

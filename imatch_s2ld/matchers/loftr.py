@@ -9,6 +9,7 @@ import torch
 
 from ..data.images import to_grayscale
 from ..errors import InputError
+from ..io import read_torch_file
 from .base import MatchOutput, as_float32_matches
 
 
@@ -19,12 +20,7 @@ def load_loftr_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         InputError: missing or unreadable file (names it).
     """
-    if not path.is_file():
-        raise InputError(f"{path}: LoFTR weights not found (--matcher loftr:PATH)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise InputError(f"{path}: cannot read LoFTR weights ({err})") from None
+    ckpt = read_torch_file(path, "LoFTR weights", missing_hint=" (--matcher loftr:PATH)")
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
         ckpt = ckpt["state_dict"]
     if not isinstance(ckpt, dict):

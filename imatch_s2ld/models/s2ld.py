@@ -8,8 +8,6 @@ progressive local dense refinement in fine-feature windows.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from torch import nn
 
 from ..conf import merge_conf
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_torch_file
 from ..losses.supervision import KeypointCorrespondences, keypoint_correspondences
 from .attention import KeypointTransformer
 from .backbone import ResNetFPN
@@ -188,14 +186,7 @@ class S2LD(nn.Module):
             InputError: missing, unreadable or incompatible checkpoint (names the path).
         """
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: S2LD checkpoint not found")
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError,
-                zipfile.BadZipFile) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise InputError(f"{path}: cannot read S2LD checkpoint ({first})") from None
+        ckpt = read_torch_file(path, "S2LD checkpoint", map_location)
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
                 or not isinstance(ckpt.get("state_dict"), dict):
             raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")

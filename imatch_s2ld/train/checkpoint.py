@@ -29,9 +29,7 @@ CUDA device's RNG. Resuming with another world size is refused (the sampler shar
 
 from __future__ import annotations
 
-import pickle
 import random
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_torch_file
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
@@ -88,14 +86,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         InputError: missing, unreadable, or not a training checkpoint (names the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found (nothing to resume)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"{path}: cannot read checkpoint ({first})") from None
+    ckpt = read_torch_file(path, "checkpoint", missing_hint=" (nothing to resume)")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) \
             or not isinstance(ckpt.get("training"), dict):
         raise InputError(f"{path}: not a training checkpoint (needs 'state_dict' and 'training')")

@@ -51,10 +51,8 @@ import importlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import sys
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -65,9 +63,11 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from torch import nn
 
+from ..cli import ArgumentParser, run_command
 from ..data.megadepth_train import MegaDepthTrainConfig, build_megadepth_dataset
 from ..data.sampling import SceneBalancedSampler
 from ..errors import InputError
+from ..io import read_torch_file
 from .checkpoint import CHECKPOINT_DIR, LAST
 from .config import build_config, save_config
 from .trainer import (
@@ -163,13 +163,10 @@ def build_model(conf: Mapping[str, Any]) -> nn.Module:
         raise InputError(f"model.name: {name!r} cannot be trained: it lacks {', '.join(missing)}()")
     if conf["init"] is not None:
         path = Path(conf["init"])
-        if not path.is_file():
-            raise InputError(f"{path}: model.init checkpoint not found")
+        ckpt = read_torch_file(path, "model.init checkpoint")
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(ckpt["state_dict"] if "state_dict" in ckpt else ckpt)
-        except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
-                pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise InputError(f"{path}: cannot load model.init weights ({first})") from None
     return model
@@ -320,13 +317,8 @@ def main(conf: Mapping[str, Any] | None = None) -> TrainResult:
         accelerator.end_training()
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise InputError(f"argument error: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(
+    p = ArgumentParser(
         prog="pretrain.py",
         description="Supervised pretraining of S2LD (accelerate: CPU, one or many GPUs/nodes).",
         epilog="Overrides are dotted keys with YAML values, e.g. train.lr=1e-4 model.config=base "
@@ -345,19 +337,15 @@ def cli(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return run_command("pretrain", build_parser(), argv, lambda args: _run(args, rank), intermixed=True)
+
+
+def _run(args: argparse.Namespace, rank: int) -> int:
+    overrides = list(args.overrides)
+    overrides += ["train.cpu=true"] if args.cpu else []
+    overrides += ["train.resume=true"] if args.resume else []
     try:
-        try:
-            args = build_parser().parse_intermixed_args(argv)
-        except SystemExit as exit_:  # --help
-            return int(exit_.code or 0)
-        overrides = list(args.overrides)
-        overrides += ["train.cpu=true"] if args.cpu else []
-        overrides += ["train.resume=true"] if args.resume else []
-        conf = build_config(default_conf(), args.config, overrides)
-        result = main(conf)
-    except InputError as err:
-        print(f"pretrain: error: {err}", file=sys.stderr, flush=True)
-        return 2
+        result = main(build_config(default_conf(), args.config, overrides))
     except TrainingInterrupted as err:
         print(f"pretrain: {err}", file=sys.stderr, flush=True)
         return err.exit_code

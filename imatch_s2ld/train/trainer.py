@@ -538,7 +538,7 @@ class Trainer:
                 return indices, batch
 
         sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
+        counts: dict[str, torch.Tensor] = {}
         train_time, pairs_done, last_val_step = 0.0, 0, -1
         grad_norm = torch.zeros(())
         model.train()
@@ -564,9 +564,12 @@ class Trainer:
                                     optimizer.step()  # fp16: the grad scaler skips it and lowers its scale
                                 optimizer.zero_grad(set_to_none=True)
                         for key, value in {"loss": losses.total, **losses.terms}.items():
+                            # mean over the finite values only (a metric is NaN on a step without
+                            # matches); tensors, so there is no device sync per step
                             value = value.detach().float()
-                            sums[key] = sums.get(key, 0.0) + value  # type: ignore[assignment]
-                            counts[key] = counts.get(key, 0) + 1
+                            is_finite = torch.isfinite(value)
+                            sums[key] = sums.get(key, 0.0) + torch.where(is_finite, value, 0.0)
+                            counts[key] = counts.get(key, 0.0) + is_finite.float()
                         pairs_done += len(indices) * world
                     lr = scheduler.get_last_lr()[0]  # the LR this step used
                     scheduler.step()
@@ -578,7 +581,8 @@ class Trainer:
                     bar.update(1)
 
                     if step % int(conf["log_every"]) == 0 or step == max_steps:
-                        local = {k: float(v) / counts[k] for k, v in sums.items()}
+                        local = {k: float(v) / float(counts[k]) if float(counts[k]) else float("nan")
+                                 for k, v in sums.items()}
                         rows = gather_object([local]) if world > 1 else [local]
                         if acc.is_main_process:
                             keys = sorted({k for r in rows for k in r})
