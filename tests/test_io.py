@@ -1,0 +1,24 @@
+"""File helpers: atomic writes and torch files read with one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imatch_s2ld.errors import InputError
+from imatch_s2ld.io import atomic_path, read_torch_file
+
+
+def test_read_torch_file_roundtrip_and_errors(tmp_path):
+    path = tmp_path / "w.pt"
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": {"a": torch.ones(2)}}, tmp)
+    assert torch.equal(read_torch_file(path, "weights")["state_dict"]["a"], torch.ones(2))
+
+    with pytest.raises(InputError, match=r"^\S*missing\.pt: checkpoint not found \(nothing to resume\)$"):
+        read_torch_file(tmp_path / "missing.pt", "checkpoint", missing_hint=" (nothing to resume)")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match=r"corrupt\.pt: cannot read S2LD checkpoint \(") as err:
+        read_torch_file(corrupt, "S2LD checkpoint")
+    assert "\n" not in str(err.value)
