@@ -37,7 +37,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "max_behind_fraction": 0.5,
     "min_baseline_ratio": 1e-4,  # pure rotation: max camera-centre spread / median depth below this
     "dtype": "float64",  # float64 | float32
-    "chunk_pairs": 1 << 20,  # observation pairs per Schur-complement chunk (bounds memory)
+    "chunk_elements": 1 << 22,  # size of the dense per-chunk block matrix in the Schur complement (memory bound)
 }
 
 
