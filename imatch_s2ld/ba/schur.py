@@ -146,7 +146,8 @@ class _Solver:
         Mn = M.clone()
         Mn[:, :3, 3] = -(M[:, :3, :3] @ Cn[..., None])[..., 0]
         Xn = torch.where(self.st.free_points[:, None], c0 + s * (X - c0), X)
-        return pp.mat2SE3(Mn, check=False), Xn
+        fixed = self.problem.fixed_frames[:, None]
+        return pp.SE3(torch.where(fixed, poses.tensor(), pp.mat2SE3(Mn, check=False).tensor())), Xn
 
     def _prior(self, M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Soft scale prior: residual ``sqrt(w) (|C_sf - C_ref| - d0)``, its 1x6 Jacobian on frame sf."""

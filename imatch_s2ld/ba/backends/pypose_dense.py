@@ -1,0 +1,287 @@
+"""Reference backend: PyPose's stock dense Levenberg-Marquardt (``pp.optim.LevenbergMarquardt``).
+
+Small problems only: the full Jacobian ``(2 O, 7 F + 3 P)`` is built densely by autograd (``F`` free
+frames, ``P`` free points; PyPose's SE3 Jacobians carry 7 columns per pose, the 7th is zero), so
+:data:`MAX_DENSE_JACOBIAN_BYTES` guards it.
+
+Also holds the helpers shared by the reference backends (``ceres``, ``theseus``): :func:`robust_cost`
+(the cost every backend reports) and :func:`plan_gauge` (COLMAP's two-camera gauge).
+
+Cost: ``0.5 * sum_o w_o * rho(|r_o|^2)`` (:mod:`imatch_s2ld.ba.robust`). PyPose minimises
+``sum_o kernel(|r_o|^2)``; its ``Huber(delta)`` and ``Cauchy(delta)`` kernels equal ``rho`` with
+``delta = robust_scale_px`` (both on squared norms, width in pixels), and observation weights multiply
+the kernel (:class:`_WeightedKernel`), so PyPose's loss is exactly twice the reported cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pypose as pp
+import torch
+from torch import Tensor, nn
+
+from ...errors import InputError
+from ..problem import BAResult, BundleProblem
+from ..robust import robust_rho
+
+__all__ = ["MAX_DENSE_JACOBIAN_BYTES", "Gauge", "plan_gauge", "robust_cost", "solve_pypose_dense"]
+
+# Refuse problems whose dense Jacobian would exceed this many bytes (autograd needs a few times more).
+MAX_DENSE_JACOBIAN_BYTES = 2 * 1024**3
+_BASELINE_EPS = 1e-9  # COLMAP's threshold on a baseline coordinate for the scale gauge
+
+
+# ---------------------------------------------------------------------------------------------- shared
+def robust_cost(problem: BundleProblem, poses: pp.LieTensor, points: Tensor, conf: dict[str, Any]) -> float:
+    """``0.5 * sum_o w_o * rho(|r_o|^2)`` over observations with ``w_o > 0`` at ``(poses, points)``.
+
+    Args:
+        poses: ``SE3`` LieTensor ``(N, 7)`` world-to-camera; points: ``(M, 3)``.
+    """
+    used = problem.obs_weight > 0
+    r = problem.residuals(pp.SE3(poses.tensor().detach()), points.detach())[used]
+    rho = robust_rho(r.square().sum(-1), conf["robust_kernel"], float(conf["robust_scale_px"]))
+    return float(0.5 * (problem.obs_weight[used] * rho).sum())
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """How a backend removes the 7 similarity degrees of freedom.
+
+    Attributes:
+        observed: ``(N,)`` bool, frames with a weighted observation (the others keep their pose).
+        fixed: ``(N,)`` bool, frames held constant: ``problem.fixed_frames``, plus the first observed
+            frame when no observed frame is fixed.
+        scale_frame: frame with one translation coordinate held constant (scale gauge), or None.
+        scale_dim: which coordinate (0, 1, 2) of that frame's world-to-camera translation.
+        description: one line for ``BAResult.extra["gauge"]``.
+    """
+
+    observed: Tensor
+    fixed: Tensor
+    scale_frame: int | None
+    scale_dim: int | None
+    description: str
+
+
+def plan_gauge(problem: BundleProblem, conf: dict[str, Any]) -> Gauge:
+    """COLMAP's ``TWO_CAMS_FROM_WORLD`` gauge, made explicit so every reference backend picks the same one.
+
+    Observed frames (those with a weighted observation) are what counts. When none is fixed, the first
+    is held constant. When fewer than two are fixed and ``conf["scale_gauge"]`` is not ``"none"``
+    (``"distance"`` and ``"prior"`` both become this hard constraint), one translation coordinate of the
+    scale frame is held constant: the frame is ``conf["scale_frame"]`` or the first free observed frame
+    whose baseline to the first fixed frame is not zero, the coordinate the largest component of that
+    baseline ``(T_fixed T_scale^-1).t`` (as COLMAP chooses it).
+
+    Raises:
+        InputError: ``conf["scale_frame"]`` is out of range, fixed, or not observed.
+    """
+    N = problem.num_frames
+    used = problem.obs_weight > 0
+    observed = torch.zeros(N, dtype=torch.bool, device=problem.device)
+    observed[problem.obs_frame[used]] = True
+    fixed = problem.fixed_frames.clone()
+    notes = []
+    anchors = torch.nonzero(fixed & observed).flatten().tolist()
+    if not anchors:
+        first = int(torch.nonzero(observed).flatten()[0])
+        fixed[first] = True
+        anchors = [first]
+        notes.append(f"no observed frame fixed: frame {first} held constant")
+    if len(anchors) >= 2 or conf["scale_gauge"] == "none":
+        why = "two fixed frames" if len(anchors) >= 2 else "scale_gauge 'none': scale left free"
+        return Gauge(observed, fixed, None, None, "; ".join([*notes, f"fixed frames {anchors}, {why}"]))
+    frame, dim = _scale_frame(problem, conf, anchors[0], fixed, observed)
+    if frame is None:
+        notes.append("no free frame with a baseline: scale left free")
+    else:
+        notes.append(f"frame {anchors[0]} fixed, translation[{dim}] of frame {frame} fixed (scale)")
+    return Gauge(observed, fixed, frame, dim, "; ".join(notes))
+
+
+def _scale_frame(problem: BundleProblem, conf: dict[str, Any], anchor: int, fixed: Tensor,
+                 observed: Tensor) -> tuple[int | None, int | None]:
+    """The scale frame and the translation coordinate to hold (COLMAP's rule), or ``(None, None)``."""
+    N = problem.num_frames
+    want = conf["scale_frame"]
+    if want is not None:
+        want = int(want)
+        if not 0 <= want < N or bool(fixed[want]) or not bool(observed[want]):
+            raise InputError(f"scale_frame {want} must be a free frame with observations (of {N} frames)")
+        candidates = [want]
+    else:
+        candidates = torch.nonzero(~fixed & observed).flatten().tolist()
+    T = problem.pose_matrices()
+    for frame in candidates:
+        baseline = (T[anchor] @ torch.linalg.inv(T[frame]))[:3, 3].abs()
+        if float(baseline.max()) > _BASELINE_EPS:
+            return frame, int(baseline.argmax())
+    return None, None
+
+
+# ---------------------------------------------------------------------------------------------- model
+class _WeightedKernel(nn.Module):
+    """``w_o * kernel(s_o)`` for squared norms ``s`` of shape ``(O,)`` or ``(O, 1)`` (``kernel`` None:
+    identity), so that PyPose's FastTriggs corrector scales residuals by ``sqrt(w rho'(s))``."""
+
+    def __init__(self, kernel: nn.Module | None, weight: Tensor) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.register_buffer("weight", weight)
+
+    def forward(self, s: Tensor) -> Tensor:
+        rho = s if self.kernel is None else self.kernel(s)
+        return self.weight.view(s.shape) * rho
+
+
+class _BundleModel(nn.Module):
+    """Reprojection residuals ``(O, 2)`` of the weighted observations, as a function of the free poses
+    (``pp.Parameter`` SE3) and free points; the scale frame is a rotation (SO3) plus a translation with
+    one constant coordinate."""
+
+    def __init__(self, problem: BundleProblem, gauge: Gauge, free_points: Tensor, used: Tensor) -> None:
+        super().__init__()
+        N, M = problem.num_frames, problem.num_points
+        sf = gauge.scale_frame
+        free_frames = gauge.observed & ~gauge.fixed
+        if sf is not None:
+            free_frames[sf] = False
+        self.free_frame_idx = torch.nonzero(free_frames).flatten()
+        self.free_point_idx = torch.nonzero(free_points).flatten()
+        poses = problem.poses.tensor()
+        self.register_buffer("poses0", poses.clone())
+        self.register_buffer("points0", problem.points.clone())
+        self.poses = pp.Parameter(pp.SE3(poses[self.free_frame_idx].clone()))
+        self.points = nn.Parameter(problem.points[self.free_point_idx].clone())
+        self.scale_frame, self.scale_dim = sf, gauge.scale_dim
+        if sf is not None:
+            self.rotation = pp.Parameter(pp.SO3(poses[sf, 3:].clone()))
+            keep = [d for d in range(3) if d != gauge.scale_dim]
+            self.translation = nn.Parameter(poses[sf, keep].clone())
+            self.register_buffer("t_fixed", poses[sf, gauge.scale_dim:gauge.scale_dim + 1].clone())
+        # Index of each frame / point in the concatenation [constants, parameters].
+        f = problem.obs_frame[used]
+        self.register_buffer("obs_point", problem.obs_point[used])
+        self.register_buffer("obs_xy", problem.obs_xy[used])
+        self.register_buffer("K", problem.K[f])
+        self.register_buffer("in_scale", f == sf if sf is not None else torch.zeros_like(f, dtype=torch.bool))
+        self.register_buffer("obs_pose", _gather_index(N, self.free_frame_idx)[f])
+        self.register_buffer("point_index", _gather_index(M, self.free_point_idx))
+
+    def all_poses(self) -> pp.LieTensor:
+        """``(N, 7)`` SE3 at the current parameters (fixed frames at their initial values)."""
+        T = self.poses0.clone()
+        T[self.free_frame_idx] = self.poses.tensor()
+        if self.scale_frame is not None:
+            T[self.scale_frame, :3] = self._scale_translation()
+            T[self.scale_frame, 3:] = self.rotation.tensor()
+        return pp.SE3(T.detach())
+
+    def all_points(self) -> Tensor:
+        """``(M, 3)`` at the current parameters."""
+        X = self.points0.clone()
+        X[self.free_point_idx] = self.points
+        return X.detach()
+
+    def _scale_translation(self) -> Tensor:
+        parts = list(self.translation.unbind())
+        parts.insert(self.scale_dim, self.t_fixed[0])
+        return torch.stack(parts)
+
+    def forward(self, _: Tensor) -> Tensor:
+        X = torch.cat([self.points0, self.points])[self.point_index][self.obs_point]  # (O, 3)
+        T = pp.SE3(torch.cat([self.poses0, self.poses]))[self.obs_pose]
+        cam = T.Act(X)
+        if self.scale_frame is not None:
+            s = self.in_scale
+            cam_s = self.rotation.Act(X[s]) + self._scale_translation()
+            cam = torch.cat([cam[~s], cam_s])
+            K, xy = torch.cat([self.K[~s], self.K[s]]), torch.cat([self.obs_xy[~s], self.obs_xy[s]])
+        else:
+            K, xy = self.K, self.obs_xy
+        q = (K @ cam[..., None])[..., 0]
+        return q[:, :2] / q[:, 2:] - xy
+
+
+def _gather_index(n: int, free_idx: Tensor) -> Tensor:
+    """``(n,)`` position of each item in ``cat([all n initial values, free parameters])``."""
+    idx = torch.arange(n, device=free_idx.device)
+    idx[free_idx] = n + torch.arange(len(free_idx), device=free_idx.device)
+    return idx
+
+
+# ---------------------------------------------------------------------------------------------- solve
+def _free_points(problem: BundleProblem, used: Tensor) -> Tensor:
+    """``(M,)`` bool: not fixed and observed by a weighted observation."""
+    observed = torch.zeros(problem.num_points, dtype=torch.bool, device=problem.device)
+    observed[problem.obs_point[used]] = True
+    return observed & ~problem.fixed_points
+
+
+def _check_size(num_obs: int, num_frames: int, num_points: int) -> None:
+    nbytes = 2 * num_obs * (7 * num_frames + 3 * num_points) * 8
+    if nbytes > MAX_DENSE_JACOBIAN_BYTES:
+        raise InputError(
+            f"backend 'pypose_dense' would build a {nbytes / 1024**3:.1f} GiB dense Jacobian ({2 * num_obs} x "
+            f"{7 * num_frames + 3 * num_points}), over MAX_DENSE_JACOBIAN_BYTES = "
+            f"{MAX_DENSE_JACOBIAN_BYTES / 1024**3:.0f} GiB; use backend 'schur' or 'ceres'")
+
+
+def _kernel(conf: dict[str, Any]) -> nn.Module | None:
+    scale = float(conf["robust_scale_px"])
+    return {"none": None, "huber": pp.optim.kernel.Huber(delta=scale),
+            "cauchy": pp.optim.kernel.Cauchy(delta=scale)}[conf["robust_kernel"]]
+
+
+def solve_pypose_dense(problem: BundleProblem, conf: dict[str, Any]) -> BAResult:
+    """Bundle-adjust with ``pp.optim.LevenbergMarquardt`` (dense Cholesky, trust-region damping).
+
+    Free poses are ``pp.Parameter`` SE3, free points a plain parameter; fixed frames/points and
+    observations with weight 0 stay out. Gauge: :func:`plan_gauge`. Stops after ``max_iterations``
+    steps, or when a step lowers the cost by less than ``function_tolerance`` (relative), or when PyPose
+    cannot find a decreasing step (its 16 rejections; the step is then undone).
+
+    Args:
+        problem: the problem (its dtype is used; float64 recommended).
+        conf: :func:`imatch_s2ld.ba.config.ba_conf` options.
+    Raises:
+        InputError: the dense Jacobian would exceed :data:`MAX_DENSE_JACOBIAN_BYTES`, or a bad scale_frame.
+    """
+    start = time.perf_counter()
+    used = problem.obs_weight > 0
+    gauge = plan_gauge(problem, conf)
+    free_points = _free_points(problem, used)
+    num_free_frames = int((gauge.observed & ~gauge.fixed).sum())
+    _check_size(int(used.sum()), num_free_frames, int(free_points.sum()))
+    with torch.device(problem.device):
+        model = _BundleModel(problem, gauge, free_points, used)
+        kernel = _WeightedKernel(_kernel(conf), problem.obs_weight[used])
+        optimizer = pp.optim.LevenbergMarquardt(model, kernel=kernel, vectorize=True)
+    dummy = torch.zeros(1, dtype=problem.dtype, device=problem.device)
+    history = [robust_cost(problem, model.all_poses(), model.all_points(), conf)]
+    iterations, reason, success = 0, f"max_iterations ({int(conf['max_iterations'])}) reached", True
+    for _ in range(int(conf["max_iterations"])):
+        state = [p.detach().clone() for p in model.parameters()]
+        loss = float(optimizer.step(dummy))
+        iterations += 1 + optimizer.reject_count
+        cost = 0.5 * loss
+        if not cost <= history[-1]:  # no decrease found (or non-finite): undo and stop
+            with torch.no_grad():
+                for p, s in zip(model.parameters(), state):
+                    p.copy_(s)
+            reason = "converged: no decreasing step found"
+            break
+        history.append(cost)
+        if history[-2] - cost <= float(conf["function_tolerance"]) * history[-2]:
+            reason = f"converged: relative cost decrease below function_tolerance {conf['function_tolerance']:g}"
+            break
+    extra = {"gauge": gauge.description, "jacobian_shape": (2 * int(used.sum()),
+                                                            7 * num_free_frames + 3 * int(free_points.sum()))}
+    if gauge.scale_frame is not None:
+        extra["scale_frame"], extra["scale_dim"] = gauge.scale_frame, gauge.scale_dim
+    return BAResult.from_solution(problem, model.all_poses(), model.all_points(), conf, history, iterations,
+                                  success, reason, "pypose_dense", time.perf_counter() - start, extra)
