@@ -35,71 +35,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from peak_rss import PeakRSS, status_kb  # benchmarks/peak_rss.py (this script's folder)
 
 TARGET_TIME = 0.6  # S2LD / LoFTR, at most
 TARGET_MEMORY = 1.0  # S2LD / LoFTR, at most
 BASELINE = "loftr"
 MODELS = ("s2ld", BASELINE)
 RESULT_PREFIX = "RESULT "
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-# ---------------------------------------------------------------------------- memory (worker side)
-def _status_kb(key: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
-
-
-def _reset_peak() -> bool:
-    """Reset ``VmHWM`` to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") <= _status_kb("VmRSS") + 1024
-
-
-class PeakRSS:
-    """Context manager: ``peak_kb`` = the highest RSS (kB) while inside (see module docstring)."""
-
-    def __init__(self, interval_s: float = 0.001) -> None:
-        self.interval_s, self.peak_kb, self.method = interval_s, 0, ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        with open("/proc/self/statm") as f:
-            while not self._stop.is_set():
-                f.seek(0)
-                self.peak_kb = max(self.peak_kb, int(f.read().split()[1]) * PAGE_KB)
-                time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakRSS:
-        if _reset_peak():
-            self.method = "VmHWM after clear_refs"
-        else:
-            self.method = "statm sampled every 1 ms (lower bound)"
-            self.peak_kb = _status_kb("VmRSS")
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is None:
-            self.peak_kb = _status_kb("VmHWM")
-        else:
-            self._stop.set()
-            self._thread.join()
 
 
 # ---------------------------------------------------------------------------- models (worker side)
@@ -150,7 +97,7 @@ def serve(args: argparse.Namespace) -> None:
     image0, image1 = make_pair(width, height)
     run, params, label = build_model(args.worker, args.config, args.s2ld_conf, image0, image1)
     gc.collect()
-    baseline_kb = _status_kb("VmRSS")
+    baseline_kb = status_kb("VmRSS")
     print("READY", flush=True)
     with torch.inference_mode(), PeakRSS() as peak:
         for line in sys.stdin:

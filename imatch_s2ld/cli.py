@@ -4,6 +4,7 @@
     imatch generate  render a synthetic preset (images, depths, poses) in several layouts
     imatch evaluate  relative-pose evaluation of a matcher on a dataset
     imatch match     match one image pair; draw and/or save the matches
+    imatch ba        solve a saved (or synthetic) bundle-adjustment problem
 
 Each sub-command is the ``main(argv)`` of an importable module; ``imatch CMD --help`` shows its options.
 :class:`ArgumentParser` and :func:`run_command` give sub-commands the common error contract: bad input
@@ -24,6 +25,7 @@ COMMANDS = {
     "generate": ("imatch_s2ld.synthetic.cli", "render a synthetic preset"),
     "evaluate": ("imatch_s2ld.eval.cli", "relative-pose evaluation of a matcher on a dataset"),
     "match": ("imatch_s2ld.match_cli", "match one image pair; draw and/or save the matches"),
+    "ba": ("imatch_s2ld.ba.cli", "solve a saved (or synthetic) bundle-adjustment problem"),
 }
 
 

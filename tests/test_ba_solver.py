@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from imatch_s2ld.ba import BundleProblem, make_synthetic_problem, pose_errors, robust_rho, robust_weight, solve
+from imatch_s2ld.ba import (
+    BundleProblem,
+    make_synthetic_problem,
+    pose_errors,
+    robust_rho,
+    robust_weight,
+    solve,
+)
 from imatch_s2ld.ba.jacobians import reprojection_jacobians
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.geometry import camera_centers
@@ -25,12 +32,14 @@ def test_jacobians_match_autograd_through_pypose(skew):
     torch.manual_seed(0)
     O = 6
     T = pp.randn_SE3(O, sigma=0.3, dtype=torch.float64)
-    K = torch.tensor([[520.0, skew, 320.0], [0, 480.0, 241.0], [0, 0, 1]], dtype=torch.float64).expand(O, 3, 3)
+    K = torch.tensor([[520.0, skew, 320.0], [0, 480.0, 241.0], [0, 0, 1]], dtype=torch.float64)
+    K = K.expand(O, 3, 3)
     X = torch.randn(O, 3, dtype=torch.float64) + torch.tensor([0.0, 0.0, 6.0])
     xy = torch.randn(O, 2, dtype=torch.float64) * 50 + 300
     M = T.matrix()
     r, J_pose, J_point, z = reprojection_jacobians(K, M[:, :3, :3], M[:, :3, 3], X, xy)
-    assert r.shape == (O, 2) and J_pose.shape == (O, 2, 6) and J_point.shape == (O, 3 - 1, 3) and z.shape == (O,)
+    assert r.shape == (O, 2) and J_pose.shape == (O, 2, 6) and J_point.shape == (O, 2, 3)
+    assert z.shape == (O,)
 
     def residual(delta, points):
         p = (pp.se3(delta).Exp() * T).Act(points)

@@ -13,8 +13,9 @@ __all__ = ["check_problem"]
 
 
 def _nonfinite(name: str, t: torch.Tensor, unit: str) -> str | None:
-    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1) if t.shape[0] else torch.zeros(0, dtype=torch.bool)
-    n = int(bad.sum())
+    if not t.shape[0]:
+        return None
+    n = int((~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1)).sum())
     return f"non-finite values in {name} ({n} of {t.shape[0]} {unit})" if n else None
 
 

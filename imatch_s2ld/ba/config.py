@@ -13,7 +13,8 @@ BACKENDS = ("schur", "pypose_dense", "ceres", "theseus")
 SCALE_GAUGES = ("distance", "prior", "none")
 
 DEFAULT_CONF: dict[str, Any] = {
-    # schur (this package), pypose_dense (pp.optim.LM, small problems only), ceres (pycolmap), theseus (optional)
+    # schur (this package), pypose_dense (pp.optim.LM, small problems only), ceres (pycolmap),
+    # theseus (optional extra)
     "backend": "schur",
     "max_iterations": 100,
     # Termination, with Ceres' meanings and defaults: relative cost change, max |gradient|, relative step.
@@ -37,7 +38,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "max_behind_fraction": 0.5,
     "min_baseline_ratio": 1e-4,  # pure rotation: max camera-centre spread / median depth below this
     "dtype": "float64",  # float64 | float32
-    "chunk_elements": 1 << 22,  # size of the dense per-chunk block matrix in the Schur complement (memory bound)
+    "chunk_elements": 1 << 22,  # entries of the dense per-chunk block matrix of the Schur complement
 }
 
 

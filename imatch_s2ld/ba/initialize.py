@@ -17,8 +17,8 @@
      DLT :func:`imatch_s2ld.geometry.triangulation.triangulate_dlt`) in front of both cameras,
    - and at least ``min_init_points`` of them pass the filters (below).
 
-   Among qualifying pairs the one with the most filtered points wins (ties: fewer shared tracks
-   first would be arbitrary, so the lower frame indices win).
+   Among qualifying pairs the one with the most filtered points wins (ties: lower frame indices). If no
+   pair qualifies, the reason of the pair that got furthest is returned.
 3. Registration: repeatedly, the unregistered frame with the most 2D-3D correspondences (its observations
    of triangulated tracks) is registered by PnP (pycolmap LO-RANSAC + refinement) if it has at least
    ``pnp_min_inliers`` inliers; its observations of existing points are kept when they reproject within
@@ -33,7 +33,7 @@ Filters (each triangulation): DLT cheirality (positive depth in every used view)
 >= 2 kept views and triangulation angle ``>= min_angle_deg``.
 
 Observation weights (DLT rows and ``BundleProblem.obs_weight``): the track observation confidence (mean of
-its match confidences) times the keypoint confidence.
+its match confidences) times the keypoint confidence; observations of weight 0 are ignored everywhere.
 
 Failures return ``InitResult(success=False, problem=None, reason=...)``, never NaN and never an exception
 from inside the geometry; the reasons start with one of :data:`FAILURE_REASONS`.
@@ -245,12 +245,13 @@ def _accept(win: _Window, state: _Map, frames: list[int], track_ids: np.ndarray,
 # ---------------------------------------------------------------------------------------- initial pair
 @dataclass(frozen=True)
 class _PairTrial:
-    """One candidate initial pair: how far it got (stage 0-4, 4 = qualifies) and its points."""
+    """One candidate initial pair: how far it got (stage 0-4, 4 = qualifies), the quantity its last stage
+    tested (inliers, parallax, points in front, filtered points; ranks failures and winners), its points."""
 
     pair: tuple[int, int]
     stage: int
     reason: str
-    score: int = 0
+    metric: float = 0.0
     pose: np.ndarray | None = None  # (4, 4) of the pair's second frame
     track_ids: np.ndarray | None = None
     tri: _Triangulated | None = None
@@ -275,14 +276,14 @@ def _try_pair(win: _Window, a: int, b: int) -> _PairTrial:
                                  int(conf["ransac_max_iters"]))
     n_in = 0 if rel is None else int(rel.inliers.sum())
     if rel is None or n_in < int(conf["min_pair_inliers"]):
-        return _PairTrial(pair, 0, f"relative pose failed for every candidate pair (pair {pair}: {n_in} "
-                                   f"essential-matrix inliers of {len(shared)} shared tracks, need "
-                                   f"{int(conf['min_pair_inliers'])})")
+        return _PairTrial(pair, 0, f"relative pose failed for every candidate pair (best: pair {pair} with "
+                                   f"{n_in} essential-matrix inliers of {len(shared)} shared tracks, need "
+                                   f"{int(conf['min_pair_inliers'])})", n_in)
     par = float(np.median(_parallax_deg(xa[rel.inliers], xb[rel.inliers], win.K[a], win.K[b], rel.R)))
     if not par >= float(conf["min_parallax_deg"]):
         return _PairTrial(pair, 1, f"pure rotation / insufficient parallax: median triangulation angle below "
                                    f"{conf['min_parallax_deg']} deg for every candidate pair with a relative "
-                                   f"pose (pair {pair}: {par:.3g} deg)")
+                                   f"pose (best: pair {pair} with {par:.3g} deg)", par)
     pose = np.eye(4)
     pose[:3, :3], pose[:3, 3] = rel.R, rel.t / np.linalg.norm(rel.t)
     ids = shared[rel.inliers]
@@ -290,12 +291,12 @@ def _try_pair(win: _Window, a: int, b: int) -> _PairTrial:
     need = int(conf["min_init_points"])
     n_front, n_ok = int(tri.in_front.sum()), int(tri.ok.sum())
     if n_front < need:
-        return _PairTrial(pair, 2, f"too few points in front of both cameras (pair {pair}: {n_front} of "
-                                   f"{len(ids)} inliers, need {need})")
+        return _PairTrial(pair, 2, f"too few points in front of both cameras (best: pair {pair} with "
+                                   f"{n_front} of {len(ids)} inliers, need {need})", n_front)
     if n_ok < need:
-        return _PairTrial(pair, 3, f"too few points pass the filters (pair {pair}: {n_ok} with reprojection "
-                                   f"<= {conf['max_reproj_px']} px and angle >= {conf['min_angle_deg']} deg, "
-                                   f"need {need})")
+        return _PairTrial(pair, 3, f"too few points pass the filters (best: pair {pair} with {n_ok} of "
+                                   f"{n_front} within {conf['max_reproj_px']} px and angle >= "
+                                   f"{conf['min_angle_deg']} deg, need {need})", n_ok)
     return _PairTrial(pair, 4, "ok", n_ok, pose, ids, tri)
 
 
@@ -325,12 +326,12 @@ def _choose_pair(win: _Window) -> tuple[_PairTrial | None, str, list[dict[str, A
     best: _PairTrial | None = None
     for group in (with_ref, others):
         trials = [_try_pair(win, a, b) for a, b in group]
-        log += [{"pair": t.pair, "stage": t.stage, "points": t.score, "reason": t.reason} for t in trials]
+        log += [{"pair": t.pair, "stage": t.stage, "metric": t.metric, "reason": t.reason} for t in trials]
         good = [t for t in trials if t.stage == 4]
         if good:
-            return max(good, key=lambda t: (t.score, -t.pair[0], -t.pair[1])), "ok", log
+            return max(good, key=lambda t: (t.metric, -t.pair[0], -t.pair[1])), "ok", log
         for t in trials:
-            if best is None or t.stage > best.stage:
+            if best is None or (t.stage, t.metric) > (best.stage, best.metric):
                 best = t
     return None, best.reason if best is not None else "relative pose failed: no candidate pair", log
 
@@ -376,7 +377,7 @@ def _add_frame(win: _Window, state: _Map, f: int, T: np.ndarray) -> None:
     uv = cam @ win.K[f].T
     obs = win.obs_index[ids, f]
     err = np.linalg.norm(uv[:, :2] / np.where(z > 0, z, 1.0)[:, None] - win.xy[obs], axis=1)
-    state.obs_used[obs[(z > 0) & (err <= float(win.conf["max_reproj_px"])) & (win.weight[obs] > 0)]] = True
+    state.obs_used[obs[(z > 0) & (err <= float(win.conf["max_reproj_px"]))]] = True
     _triangulate_new(win, state)
 
 
@@ -463,7 +464,10 @@ def _window(keypoints: Keypoints, tracks: Tracks, Kn: np.ndarray, conf: dict[str
         sel = tracks.obs_frame == f
         xy[sel] = keypoints.xy[f][tracks.obs_kpt[sel]]
         kconf[sel] = keypoints.confidence[f][tracks.obs_kpt[sel]]
-    return _Window(tracks, xy, tracks.obs_conf * kconf, tracks.observation_index(), Kn, conf)
+    weight = tracks.obs_conf * kconf
+    obs_index = tracks.observation_index()
+    obs_index[tracks.obs_track[weight <= 0], tracks.obs_frame[weight <= 0]] = -1  # weight 0: not observed
+    return _Window(tracks, xy, weight, obs_index, Kn, conf)
 
 
 def initialize_window(

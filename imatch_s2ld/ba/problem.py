@@ -36,7 +36,7 @@ def _tensor(x: Any, name: str, dtype: torch.dtype | None, device: Any) -> Tensor
 
 
 def poses_to_se3(poses: Tensor) -> pp.LieTensor:
-    """``(N, 4, 4)`` world-to-camera matrices -> PyPose ``SE3`` LieTensor ``(N, 7)`` (rotations re-orthonormalized)."""
+    """``(N, 4, 4)`` world-to-camera matrices -> PyPose ``SE3`` ``(N, 7)`` (rotations re-orthonormalized)."""
     if poses.dim() != 3 or tuple(poses.shape[-2:]) != (4, 4):
         raise InputError(f"poses must be (N, 4, 4) world-to-camera matrices, got {tuple(poses.shape)}")
     R = poses[:, :3, :3]
@@ -136,7 +136,8 @@ class BundleProblem:
             if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
                 raise InputError(f"{name} must hold integer indices, got {idx.dtype}")
             if O and (int(idx.min()) < 0 or int(idx.max()) >= n):
-                raise InputError(f"{name} has indices outside [0, {n}): min {int(idx.min())}, max {int(idx.max())}")
+                raise InputError(f"{name} has indices outside [0, {n}): "
+                                 f"min {int(idx.min())}, max {int(idx.max())}")
         w = (torch.ones(O, dtype=dtype, device=device) if obs_weight is None
              else _tensor(obs_weight, "obs_weight", dtype, device))
         if tuple(w.shape) != (O,):
@@ -222,7 +223,8 @@ class BundleProblem:
             np.savez_compressed(fh, **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
 
     @classmethod
-    def load(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float64, device: Any = None) -> BundleProblem:
+    def load(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float64,
+             device: Any = None) -> BundleProblem:
         """Read a problem written by :meth:`save`.
 
         Raises:
@@ -331,7 +333,8 @@ class BAResult:
         poses = pp.SE3(poses.tensor().detach().to(problem.dtype))
         points = points.detach().to(problem.dtype)
         if not (torch.isfinite(poses.tensor()).all() and torch.isfinite(points).all()):
-            return cls.failed(problem, f"{backend}: solver produced non-finite values ({reason})", backend, time_s)
+            msg = f"{backend}: solver produced non-finite values ({reason})"
+            return cls.failed(problem, msg, backend, time_s)
         cam = problem.transform(poses, points)
         z = cam[:, 2]
         ahead = z > 0
@@ -352,7 +355,8 @@ class BAResult:
         )
 
     @classmethod
-    def failed(cls, problem: BundleProblem, reason: str, backend: str = "schur", time_s: float = 0.0) -> BAResult:
+    def failed(cls, problem: BundleProblem, reason: str, backend: str = "schur",
+               time_s: float = 0.0) -> BAResult:
         """A failed result carrying the problem's initial values (finite where they were finite)."""
         O = problem.num_observations
         zeros = torch.zeros(O, 2, dtype=problem.dtype, device=problem.device)

@@ -9,7 +9,8 @@ Per iteration, with IRLS weights ``w`` (observation weight x robust kernel weigh
 - reduced camera system ``S = U - sum_p W_p V_p^-1 W_p^T = U - B^T B`` with ``B_o = L_p^-1 W_o^T``
   (``V_p = L_p L_p^T``): ``B`` is filled densely for a chunk of points at a time (``chunk_elements``
   entries, so memory stays linear in the number of observations) and reduced with one GEMM per chunk;
-  ``S`` is solved by dense Cholesky (fine up to a few hundred frames); points by back-substitution ``dx_p = V_p^-1 (-g_p - sum W_o^T dc_f)``;
+  ``S`` is solved by dense Cholesky (fine up to a few hundred frames); points by back-substitution
+  ``dx_p = V_p^-1 (-g_p - sum W_o^T dc_f)``;
 - trust-region update of ``lambda`` from the gain ratio (actual / predicted decrease); rejected steps
   (no decrease, a point moved behind a camera, a failed factorisation) raise ``lambda``.
 
@@ -134,7 +135,7 @@ class _Solver:
                     self.gauge, self.ref, self.sf = conf["scale_gauge"], ref, int(sf)
 
     def _rescale(self, poses: pp.LieTensor, X: Tensor) -> tuple[pp.LieTensor, Tensor]:
-        """Similarity about the reference camera's centre restoring the reference distance (cost-invariant)."""
+        """Similarity about the reference camera's centre restoring the reference distance (same cost)."""
         M = poses.matrix()
         C = _centers(M)
         c0 = C[self.ref]
@@ -243,7 +244,8 @@ class _Solver:
         dx = torch.cholesky_solve((-gx - back)[..., None], L)[..., 0] * st.free_points[:, None]
         if not (torch.isfinite(dc).all() and torch.isfinite(dx).all()):
             return None
-        pred = 0.5 * float((dc * (lam * d_c * dc - gc)).sum()) + 0.5 * float((dx * (lam * d_x * dx - gx)).sum())
+        pred = 0.5 * float((dc * (lam * d_c * dc - gc)).sum())
+        pred += 0.5 * float((dx * (lam * d_x * dx - gx)).sum())
         return dc, dx, pred
 
     def apply(self, poses: pp.LieTensor, X: Tensor, dc: Tensor, dx: Tensor) -> tuple[pp.LieTensor, Tensor]:
@@ -270,7 +272,7 @@ def solve_schur(problem: BundleProblem, conf: dict[str, Any]) -> BAResult:
     if cost == float("inf"):
         return BAResult.failed(problem, "initial cost is not finite", "schur", time.perf_counter() - start)
     lam, nu = float(conf["initial_lambda"]), 2.0
-    ftol, gtol, ptol = (float(conf[k]) for k in ("function_tolerance", "gradient_tolerance", "parameter_tolerance"))
+    ftol, gtol, ptol = (float(conf[f"{k}_tolerance"]) for k in ("function", "gradient", "parameter"))
     reason, it = f"max iterations ({conf['max_iterations']})", 0
     lin = sol.linearize(poses, X)
     while it < int(conf["max_iterations"]):

@@ -100,7 +100,8 @@ def make_synthetic_problem(
         cam = np.einsum("nij,mj->nmi", T_gt[:, :3, :3], P) + T_gt[:, None, :3, 3]
         uv = np.einsum("ij,nmj->nmi", K, cam)
         uv = uv[..., :2] / uv[..., 2:]
-        v = (cam[..., 2] > 0.5) & (uv[..., 0] > 10) & (uv[..., 0] < W - 11) & (uv[..., 1] > 10) & (uv[..., 1] < H - 11)
+        inside = (uv[..., 0] > 10) & (uv[..., 0] < W - 11) & (uv[..., 1] > 10) & (uv[..., 1] < H - 11)
+        v = (cam[..., 2] > 0.5) & inside
         keep = v.sum(0) >= 2
         pts.append(P[keep])
         vis.append(v[:, keep])
@@ -132,7 +133,8 @@ def make_synthetic_problem(
         T0[i, :3, :3] = dR @ T_gt[i, :3, :3]
         T0[i, :3, 3] = -T0[i, :3, :3] @ c
     X0 = X_gt + rng.normal(0, point_noise_frac * baseline / math.sqrt(3), X_gt.shape)
-    problem = BundleProblem.from_arrays(K, T0, X0, obs_f, obs_p, xy, fixed_frames=(0,), dtype=dtype, device=device)
+    problem = BundleProblem.from_arrays(K, T0, X0, obs_f, obs_p, xy, fixed_frames=(0,), dtype=dtype,
+                                        device=device)
     t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     return SyntheticBA(problem, t(T_gt), t(X_gt), t(gt_xy), torch.as_tensor(outl, device=device), baseline)
 
