@@ -28,9 +28,10 @@
    kept), so it has the identity pose and is the problem's fixed frame; otherwise the initial pair's
    first frame is.
 
-Filters (each triangulation): DLT cheirality (positive depth in every used view), reprojection error
-``<= max_reproj_px`` in every kept view (views above it are dropped once and the point re-triangulated),
->= 2 kept views and triangulation angle ``>= min_angle_deg``.
+Filters (each triangulation): views where the first DLT point is behind the camera or reprojects further
+than ``max_reproj_px`` are dropped and the point is re-triangulated from the others (once); it is kept when
+the DLT cheirality holds (positive depth in every kept view), every kept view reprojects within
+``max_reproj_px``, >= 2 views are kept and its triangulation angle is ``>= min_angle_deg``.
 
 Observation weights (DLT rows and ``BundleProblem.obs_weight``): the track observation confidence (mean of
 its match confidences) times the keypoint confidence; observations of weight 0 are ignored everywhere.
@@ -52,6 +53,7 @@ from torch import Tensor
 
 from ..conf import merge_conf
 from ..errors import InputError
+from ..geometry.camera import transform_points
 from ..geometry.estimate import ESTIMATORS, estimate_relative_pose
 from ..geometry.triangulation import (
     camera_centers,
@@ -224,7 +226,8 @@ def _triangulate(win: _Window, poses: dict[int, np.ndarray], frames: list[int],
     K, T = _torch(win.K[frames]), _torch(np.stack([poses[f] for f in frames]))
     X, valid = triangulate_tracks(kpts, K, T, w)
     err = reprojection_residuals(X, kpts, K, T).norm(dim=-1)  # (V, n)
-    keep = (w > 0) & (err <= float(conf["max_reproj_px"])) & valid[None]
+    ahead = transform_points(T, X[None])[..., 2] > 0  # (V, n): one bad view does not condemn the point
+    keep = (w > 0) & (err <= float(conf["max_reproj_px"])) & ahead
     X2, valid2 = triangulate_tracks(kpts, K, T, w * keep)
     used = keep & (reprojection_residuals(X2, kpts, K, T).norm(dim=-1) <= float(conf["max_reproj_px"]))
     angle = triangulation_angle(X2, camera_centers(T), weights=used.double())

@@ -18,8 +18,10 @@ from torch import Tensor
 
 from ..geometry.triangulation import camera_centers
 from .problem import BundleProblem
+from .tracks import Keypoints, PairMatches
 
-__all__ = ["SyntheticBA", "make_synthetic_problem", "pose_errors"]
+__all__ = ["SyntheticBA", "SyntheticWindow", "make_synthetic_problem", "pose_errors", "synthetic_window",
+           "window_from_observations"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,56 @@ def pose_errors(poses: Tensor, gt_poses: Tensor) -> tuple[float, float]:
     cos = ((P[:, :3, :3].transpose(-1, -2) @ G[:, :3, :3]).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     r_err = float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).mean())
     return r_err, t_err
+
+
+@dataclass
+class SyntheticWindow:
+    """What a matcher would give for a window: per-frame keypoints (shuffled), all pairwise matches
+    (with confidences in [0.5, 1]; optional random wrong matches), and the ground-truth point of every
+    keypoint (tests).
+
+    Attributes:
+        xy: per frame ``(K_i, 2)`` keypoints; gt_point: per frame ``(K_i,)`` point ids;
+        pairs: :class:`PairMatches` for every frame pair ``i < j``.
+    """
+
+    xy: list[np.ndarray]
+    gt_point: list[np.ndarray]
+    pairs: list[PairMatches]
+
+    def keypoints(self) -> Keypoints:
+        return Keypoints.create(self.xy)
+
+
+def window_from_observations(obs_frame: np.ndarray, obs_point: np.ndarray, obs_xy: np.ndarray,
+                             num_frames: int, outlier_fraction: float = 0.0, seed: int = 0) -> SyntheticWindow:
+    """Keypoints and pairwise matches from ``(O,)`` frame / point ids and ``(O, 2)`` pixels;
+    ``outlier_fraction`` of each pair's matches are added as random wrong matches."""
+    rng = np.random.default_rng(seed)
+    xy, gt_point, where = [], [], []
+    for f in range(num_frames):
+        sel = rng.permutation(np.flatnonzero(obs_frame == f))
+        xy.append(obs_xy[sel])
+        gt_point.append(obs_point[sel])
+        where.append({int(p): k for k, p in enumerate(obs_point[sel])})
+    pairs = []
+    for i in range(num_frames):
+        for j in range(i + 1, num_frames):
+            common = sorted(set(where[i]) & set(where[j]))
+            m = np.array([[where[i][p], where[j][p]] for p in common], dtype=np.int64).reshape(-1, 2)
+            n = int(outlier_fraction * len(m))
+            if n:
+                wrong = np.stack([rng.integers(0, len(xy[i]), n), rng.integers(0, len(xy[j]), n)], 1)
+                m = np.concatenate([m, wrong])
+            pairs.append(PairMatches.create(i, j, m, rng.uniform(0.5, 1.0, len(m))))
+    return SyntheticWindow(xy, gt_point, pairs)
+
+
+def synthetic_window(syn: SyntheticBA, outlier_fraction: float = 0.0, seed: int = 0) -> SyntheticWindow:
+    """:func:`window_from_observations` on a synthetic problem's (noisy) observations."""
+    p = syn.problem
+    return window_from_observations(p.obs_frame.cpu().numpy(), p.obs_point.cpu().numpy(),
+                                    p.obs_xy.cpu().numpy(), p.num_frames, outlier_fraction, seed)
 
 
 _ = pp  # PyPose is the pose representation of BundleProblem
