@@ -180,8 +180,10 @@ class SyntheticWindow:
         return Keypoints.create(self.xy)
 
 
-def window_from_observations(obs_frame: np.ndarray, obs_point: np.ndarray, obs_xy: np.ndarray,
-                             num_frames: int, outlier_fraction: float = 0.0, seed: int = 0) -> SyntheticWindow:
+def window_from_observations(
+    obs_frame: np.ndarray, obs_point: np.ndarray, obs_xy: np.ndarray, num_frames: int,
+    outlier_fraction: float = 0.0, seed: int = 0,
+) -> SyntheticWindow:
     """Keypoints and pairwise matches from ``(O,)`` frame / point ids and ``(O, 2)`` pixels;
     ``outlier_fraction`` of each pair's matches are added as random wrong matches."""
     rng = np.random.default_rng(seed)

@@ -163,14 +163,18 @@ class _BundleModel(nn.Module):
             keep = [d for d in range(3) if d != gauge.scale_dim]
             self.translation = nn.Parameter(poses[sf, keep].clone())
             self.register_buffer("t_fixed", poses[sf, gauge.scale_dim:gauge.scale_dim + 1].clone())
-        # Index of each frame / point in the concatenation [constants, parameters].
+        # Index of each observation's pose / point in the concatenation [initial values, parameters];
+        # observations of the scale frame go last (its residuals come from the SO3 + translation form).
         f = problem.obs_frame[used]
-        self.register_buffer("obs_point", problem.obs_point[used])
-        self.register_buffer("obs_xy", problem.obs_xy[used])
-        self.register_buffer("K", problem.K[f])
-        self.register_buffer("in_scale", f == sf if sf is not None else torch.zeros_like(f, dtype=torch.bool))
+        in_scale = f == sf if sf is not None else torch.zeros_like(f, dtype=torch.bool)
+        order = torch.cat([torch.nonzero(~in_scale).flatten(), torch.nonzero(in_scale).flatten()])
+        point_index = _gather_index(M, self.free_point_idx)
+        self.register_buffer("obs_point_index", point_index[problem.obs_point[used]])
         self.register_buffer("obs_pose", _gather_index(N, self.free_frame_idx)[f])
-        self.register_buffer("point_index", _gather_index(M, self.free_point_idx))
+        self.register_buffer("other_obs", torch.nonzero(~in_scale).flatten())
+        self.register_buffer("scale_obs", torch.nonzero(in_scale).flatten())
+        self.register_buffer("obs_xy", problem.obs_xy[used][order])
+        self.register_buffer("K", problem.K[f][order])
 
     def all_poses(self) -> pp.LieTensor:
         """``(N, 7)`` SE3 at the current parameters (fixed frames at their initial values)."""
@@ -193,18 +197,16 @@ class _BundleModel(nn.Module):
         return torch.stack(parts)
 
     def forward(self, _: Tensor) -> Tensor:
-        X = torch.cat([self.points0, self.points])[self.point_index][self.obs_point]  # (O, 3)
-        T = pp.SE3(torch.cat([self.poses0, self.poses]))[self.obs_pose]
+        # index_select (not advanced indexing): its backward has a vmap batching rule, which keeps the
+        # vectorised Jacobian from falling back to a loop over residual rows.
+        X = torch.cat([self.points0, self.points]).index_select(0, self.obs_point_index)  # (O, 3)
+        T = pp.SE3(torch.cat([self.poses0, self.poses.tensor()]).index_select(0, self.obs_pose))
         cam = T.Act(X)
         if self.scale_frame is not None:
-            s = self.in_scale
-            cam_s = self.rotation.Act(X[s]) + self._scale_translation()
-            cam = torch.cat([cam[~s], cam_s])
-            K, xy = torch.cat([self.K[~s], self.K[s]]), torch.cat([self.obs_xy[~s], self.obs_xy[s]])
-        else:
-            K, xy = self.K, self.obs_xy
-        q = (K @ cam[..., None])[..., 0]
-        return q[:, :2] / q[:, 2:] - xy
+            cam_s = self.rotation.Act(X.index_select(0, self.scale_obs)) + self._scale_translation()
+            cam = torch.cat([cam.index_select(0, self.other_obs), cam_s])
+        q = (self.K * cam[:, None, :]).sum(-1)  # K @ cam without a batched matmul
+        return q[:, :2] / q[:, 2:] - self.obs_xy
 
 
 def _gather_index(n: int, free_idx: Tensor) -> Tensor:
@@ -222,12 +224,12 @@ def _free_points(problem: BundleProblem, used: Tensor) -> Tensor:
     return observed & ~problem.fixed_points
 
 
-def _check_size(num_obs: int, num_frames: int, num_points: int) -> None:
-    nbytes = 2 * num_obs * (7 * num_frames + 3 * num_points) * 8
+def _check_size(rows: int, cols: int) -> None:
+    nbytes = rows * cols * 8
     if nbytes > MAX_DENSE_JACOBIAN_BYTES:
         raise InputError(
-            f"backend 'pypose_dense' would build a {nbytes / 1024**3:.1f} GiB dense Jacobian ({2 * num_obs} x "
-            f"{7 * num_frames + 3 * num_points}), over MAX_DENSE_JACOBIAN_BYTES = "
+            f"backend 'pypose_dense' would build a {nbytes / 1024**3:.1f} GiB dense Jacobian "
+            f"({rows} x {cols}), over MAX_DENSE_JACOBIAN_BYTES = "
             f"{MAX_DENSE_JACOBIAN_BYTES / 1024**3:.0f} GiB; use backend 'schur' or 'ceres'")
 
 
@@ -237,13 +239,56 @@ def _kernel(conf: dict[str, Any]) -> nn.Module | None:
             "cauchy": pp.optim.kernel.Cauchy(delta=scale)}[conf["robust_kernel"]]
 
 
+def _flat(values: list[Tensor]) -> Tensor:
+    """Parameter values as one plain vector (SE3/SO3 in their stored quaternion form)."""
+    plain = [v.tensor() if isinstance(v, pp.LieTensor) else v for v in values]
+    return torch.cat([v.detach().reshape(-1) for v in plain])
+
+
+def _max_gradient(optimizer: pp.optim.LevenbergMarquardt, dummy: Tensor) -> float:
+    """``max |d cost / d params|`` (Lie-algebra gradients for poses), ``cost = 0.5 * PyPose loss``."""
+    params = [p for p in optimizer.model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        loss = 0.5 * optimizer.model.loss(dummy, None)
+        grads = torch.autograd.grad(loss, params)
+    return max(float(g.abs().max()) for g in grads)
+
+
+def _iterate(optimizer: pp.optim.LevenbergMarquardt, model: _BundleModel, history: list[float],
+             conf: dict[str, Any]) -> tuple[int, str]:
+    """Run LM steps (appending accepted costs to ``history``) until a Ceres-style tolerance is met:
+    relative cost decrease <= function_tolerance, ``max |gradient|`` <= gradient_tolerance, or
+    ``|step| <= (|x| + parameter_tolerance) * parameter_tolerance``. Returns (iterations, reason)."""
+    dummy = torch.zeros(1, dtype=model.points0.dtype, device=model.points0.device)
+    ftol, gtol, ptol = (float(conf[k])
+                        for k in ("function_tolerance", "gradient_tolerance", "parameter_tolerance"))
+    iterations = 0
+    for _ in range(int(conf["max_iterations"])):
+        if _max_gradient(optimizer, dummy) <= gtol:
+            return iterations, f"converged: max |gradient| <= gradient_tolerance {gtol:g}"
+        before = [p.detach().clone() for p in model.parameters()]
+        cost = 0.5 * float(optimizer.step(dummy))
+        iterations += 1 + optimizer.reject_count
+        if not cost <= history[-1]:  # PyPose keeps its last rejected step: undo it
+            with torch.no_grad():
+                for p, v in zip(model.parameters(), before):
+                    p.copy_(v)
+            return iterations, "converged: no decreasing step found"
+        history.append(cost)
+        if history[-2] - cost <= ftol * history[-2]:
+            return iterations, f"converged: relative cost decrease <= function_tolerance {ftol:g}"
+        x0, x1 = _flat(before), _flat(list(model.parameters()))
+        if float((x1 - x0).norm()) <= (float(x0.norm()) + ptol) * ptol:
+            return iterations, f"converged: relative step <= parameter_tolerance {ptol:g}"
+    return iterations, f"max_iterations ({int(conf['max_iterations'])}) reached"
+
+
 def solve_pypose_dense(problem: BundleProblem, conf: dict[str, Any]) -> BAResult:
     """Bundle-adjust with ``pp.optim.LevenbergMarquardt`` (dense Cholesky, trust-region damping).
 
     Free poses are ``pp.Parameter`` SE3, free points a plain parameter; fixed frames/points and
-    observations with weight 0 stay out. Gauge: :func:`plan_gauge`. Stops after ``max_iterations``
-    steps, or when a step lowers the cost by less than ``function_tolerance`` (relative), or when PyPose
-    cannot find a decreasing step (its 16 rejections; the step is then undone).
+    observations with weight 0 stay out. Gauge: :func:`plan_gauge`. Stops as :func:`_iterate` says,
+    or when PyPose finds no decreasing step (after its 16 rejections; that step is undone).
 
     Args:
         problem: the problem (its dtype is used; float64 recommended).
@@ -255,33 +300,17 @@ def solve_pypose_dense(problem: BundleProblem, conf: dict[str, Any]) -> BAResult
     used = problem.obs_weight > 0
     gauge = plan_gauge(problem, conf)
     free_points = _free_points(problem, used)
-    num_free_frames = int((gauge.observed & ~gauge.fixed).sum())
-    _check_size(int(used.sum()), num_free_frames, int(free_points.sum()))
+    rows = 2 * int(used.sum())
+    cols = 7 * int((gauge.observed & ~gauge.fixed).sum()) + 3 * int(free_points.sum())
+    _check_size(rows, cols)
     with torch.device(problem.device):
         model = _BundleModel(problem, gauge, free_points, used)
         kernel = _WeightedKernel(_kernel(conf), problem.obs_weight[used])
         optimizer = pp.optim.LevenbergMarquardt(model, kernel=kernel, vectorize=True)
-    dummy = torch.zeros(1, dtype=problem.dtype, device=problem.device)
     history = [robust_cost(problem, model.all_poses(), model.all_points(), conf)]
-    iterations, reason, success = 0, f"max_iterations ({int(conf['max_iterations'])}) reached", True
-    for _ in range(int(conf["max_iterations"])):
-        state = [p.detach().clone() for p in model.parameters()]
-        loss = float(optimizer.step(dummy))
-        iterations += 1 + optimizer.reject_count
-        cost = 0.5 * loss
-        if not cost <= history[-1]:  # no decrease found (or non-finite): undo and stop
-            with torch.no_grad():
-                for p, s in zip(model.parameters(), state):
-                    p.copy_(s)
-            reason = "converged: no decreasing step found"
-            break
-        history.append(cost)
-        if history[-2] - cost <= float(conf["function_tolerance"]) * history[-2]:
-            reason = f"converged: relative cost decrease below function_tolerance {conf['function_tolerance']:g}"
-            break
-    extra = {"gauge": gauge.description, "jacobian_shape": (2 * int(used.sum()),
-                                                            7 * num_free_frames + 3 * int(free_points.sum()))}
+    iterations, reason = _iterate(optimizer, model, history, conf)
+    extra: dict[str, Any] = {"gauge": gauge.description, "jacobian_shape": (rows, cols)}
     if gauge.scale_frame is not None:
         extra["scale_frame"], extra["scale_dim"] = gauge.scale_frame, gauge.scale_dim
     return BAResult.from_solution(problem, model.all_poses(), model.all_points(), conf, history, iterations,
-                                  success, reason, "pypose_dense", time.perf_counter() - start, extra)
+                                  True, reason, "pypose_dense", time.perf_counter() - start, extra)
