@@ -15,7 +15,7 @@ import torch
 
 from imatch_s2ld.ba import BundleProblem, ba_conf, make_synthetic_problem, pose_errors, poses_to_se3, solve
 from imatch_s2ld.ba.backends import pypose_dense
-from imatch_s2ld.ba.backends.pypose_dense import robust_cost
+from imatch_s2ld.ba.backends.common import robust_cost
 from imatch_s2ld.errors import InputError
 
 try:

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ...errors import InputError
 from ..problem import BAResult, BundleProblem, poses_to_se3
-from .pypose_dense import Gauge, plan_gauge, robust_cost
+from .common import Gauge, plan_gauge, robust_cost
 
 __all__ = ["solve_ceres"]
 

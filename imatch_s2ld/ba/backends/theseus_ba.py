@@ -36,7 +36,7 @@ from torch import Tensor
 from ...errors import InputError
 from ..problem import BAResult, BundleProblem, poses_to_se3
 from ..robust import robust_rho
-from .pypose_dense import Gauge, plan_gauge, robust_cost
+from .common import Gauge, plan_gauge, robust_cost
 
 try:
     import theseus as th
