@@ -6,7 +6,7 @@ per observed point with its track. COLMAP puts the centre of the top-left pixel 
 ``cx``, ``cy`` and the observations are shifted by +0.5 on the way in (residuals are unchanged).
 
 - Intrinsics are constant; frames in ``problem.fixed_frames`` and points in ``problem.fixed_points`` too.
-- Gauge: :func:`imatch_s2ld.ba.backends.pypose_dense.plan_gauge`, realised with COLMAP's own
+- Gauge: :func:`imatch_s2ld.ba.backends.common.plan_gauge`, realised with COLMAP's own
   ``BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD`` (image ids are ordered so that COLMAP picks the planned
   anchor and scale frames).
 - Robust kernel: COLMAP's ``LossFunctionType.HUBER`` / ``CAUCHY`` with ``loss_function_scale =

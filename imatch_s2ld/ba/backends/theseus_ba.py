@@ -8,7 +8,7 @@ dense Cholesky solver runs true LM with step rejection (``extra["linear_solver"]
 - Variables: ``th.SE3`` per free observed frame, ``th.Point3`` per free observed point (optimisation
   variables); fixed frames and points are auxiliary variables. One analytic-Jacobian cost function
   (:class:`_Reprojection`) per observation with weight > 0, vectorised by Theseus.
-- Gauge: :func:`imatch_s2ld.ba.backends.pypose_dense.plan_gauge` (COLMAP's): the scale frame is a
+- Gauge: :func:`imatch_s2ld.ba.backends.common.plan_gauge` (COLMAP's): the scale frame is a
   ``th.SO3`` plus a ``th.Vector(2)`` translation with its third coordinate auxiliary.
 - Robust kernel: ``th.RobustCostFunction`` with ``th.HuberLoss`` (``huber``) or :class:`_CauchyLoss`
   (``cauchy``; Theseus ships none). Theseus' losses act on squared norms with a squared radius
