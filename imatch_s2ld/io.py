@@ -56,3 +56,30 @@ def read_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise InputError(f"{path}: cannot read {what} ({first})") from None
+
+
+def read_npz(path: str | os.PathLike, what: str, keys: tuple[str, ...] = (),
+             missing_hint: str = "") -> dict[str, Any]:
+    """All arrays of an ``.npz`` file (no pickles) with one-line errors naming the file.
+
+    Args:
+        what: what the file is, for the messages (e.g. ``"ScanNet index"``).
+        keys: arrays that must be present.
+        missing_hint: appended to the "not found" message (e.g. ``" (--index)"``).
+    Raises:
+        InputError: missing file, unreadable archive, or a missing array.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found{missing_hint}")
+    try:
+        with np.load(path) as data:
+            content = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read {what} ({err})") from None
+    missing = [k for k in keys if k not in content]
+    if missing:
+        raise InputError(f"{path}: lacks arrays {missing}")
+    return content

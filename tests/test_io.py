@@ -22,3 +22,20 @@ def test_read_torch_file_roundtrip_and_errors(tmp_path):
     with pytest.raises(InputError, match=r"corrupt\.pt: cannot read S2LD checkpoint \(") as err:
         read_torch_file(corrupt, "S2LD checkpoint")
     assert "\n" not in str(err.value)
+
+
+def test_read_npz_one_line_errors(tmp_path):
+    import numpy as np
+
+    from imatch_s2ld.io import read_npz
+
+    good = tmp_path / "a.npz"
+    np.savez(good, x=np.arange(3))
+    assert read_npz(good, "thing", ("x",))["x"].tolist() == [0, 1, 2]
+    with pytest.raises(InputError, match=r"missing\.npz: thing file not found \(--index\)"):
+        read_npz(tmp_path / "missing.npz", "thing", missing_hint=" (--index)")
+    with pytest.raises(InputError, match=r"a\.npz: lacks arrays \['y'\]"):
+        read_npz(good, "thing", ("x", "y"))
+    (tmp_path / "bad.npz").write_text("not an archive")
+    with pytest.raises(InputError, match=r"bad\.npz: cannot read thing"):
+        read_npz(tmp_path / "bad.npz", "thing")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_npz
 
 __all__ = ["BAResult", "BundleProblem", "poses_to_se3"]
 
@@ -230,18 +229,8 @@ class BundleProblem:
         Raises:
             InputError: missing file, not an npz archive, or a missing/ill-shaped array (file named).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: bundle-adjustment problem file not found")
-        try:
-            with np.load(path) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: not a bundle-adjustment problem (.npz): {err}") from None
         need = ("K", "poses", "points", "obs_frame", "obs_point", "obs_xy")
-        missing = [k for k in need if k not in arrays]
-        if missing:
-            raise InputError(f"{path}: missing arrays {missing}")
+        arrays = read_npz(path, "bundle-adjustment problem (.npz)", need)
         try:
             return cls.from_arrays(
                 arrays["K"], arrays["poses"], arrays["points"], arrays["obs_frame"], arrays["obs_point"],

@@ -14,23 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import read_npz
 from .sample import PairSample, check_intrinsics
 
 SCANNET_SIZE = (640, 480)
-
-
-def _load_npz(path: Path, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(f"{path}: ScanNet index file not found (--index)")
-    try:
-        with np.load(path) as data:
-            content = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read ScanNet index ({err})") from None
-    missing = [k for k in keys if k not in content]
-    if missing:
-        raise InputError(f"{path}: lacks keys {missing}")
-    return content
 
 
 def read_scannet_pairs(
@@ -52,8 +39,8 @@ def read_scannet_pairs(
     if check_images and not root.is_dir():
         raise InputError(f"{root}: ScanNet root not found (--root)")
     test_path, intr_path = index_dir / "test.npz", index_dir / "intrinsics.npz"
-    test = _load_npz(test_path, ("name", "rel_pose"))
-    intrinsics = _load_npz(intr_path)
+    test = read_npz(test_path, "ScanNet index", ("name", "rel_pose"), " (--index)")
+    intrinsics = read_npz(intr_path, "ScanNet index", missing_hint=" (--index)")
     names, rel = np.asarray(test["name"]), np.asarray(test["rel_pose"], dtype=np.float64)
     if names.ndim != 2 or names.shape[1] != 4 or rel.shape != (len(names), 12):
         raise InputError(
