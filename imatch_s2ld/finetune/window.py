@@ -1,0 +1,81 @@
+"""Match a window of frames with S2LD into per-frame keypoints and pairwise keypoint matches (for tracks).
+
+S2LD detects its sparse keypoints from each image's own backbone features (before attention), so in
+eval mode a frame has the same keypoints in every pair it belongs to: a match ``(i, j)`` of a pair
+``(a, b)`` links keypoint ``i`` of frame ``a`` to keypoint ``j`` of frame ``b``, and tracks follow from
+:func:`imatch_s2ld.ba.build_tracks`. The local dense refinement of a match (its sub-pixel location in
+frame ``b``) is what fine-tuning supervises; tracks and BA use the detected keypoint locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..ba.tracks import Keypoints, PairMatches
+from ..models.s2ld import S2LD
+
+__all__ = ["WindowMatches", "match_window", "window_pairs"]
+
+
+@dataclass(frozen=True)
+class WindowMatches:
+    """Keypoints (all detected cells, including padded/invalid ones, which never match) and matches.
+
+    Attributes:
+        keypoints: per frame ``(Nk, 2)`` pixels and detection confidence (sigmoid of the logit).
+        pairs: one :class:`PairMatches` per matched frame pair (keypoint indices, match confidence).
+    """
+
+    keypoints: Keypoints
+    pairs: list[PairMatches]
+
+
+def window_pairs(num_frames: int, max_gap: int | None = None) -> list[tuple[int, int]]:
+    """All frame pairs ``(i, j)``, ``i < j``, at most ``max_gap`` frames apart (None: every pair)."""
+    gap = num_frames if max_gap is None else max_gap
+    return [(i, j) for i in range(num_frames) for j in range(i + 1, min(num_frames, i + gap + 1))]
+
+
+@torch.no_grad()
+def match_window(model: S2LD, images: Tensor, pairs: Sequence[tuple[int, int]],
+                 min_confidence: float = 0.0) -> WindowMatches:
+    """Run ``model`` (eval mode, no gradient) on each pair of a window.
+
+    Args:
+        model: an S2LD network.
+        images: ``(N, 1, H, W)`` grayscale in [0, 1], H and W multiples of 8.
+        pairs: frame index pairs ``(a, b)``.
+        min_confidence: drop matches below this confidence.
+    Returns:
+        :class:`WindowMatches`; keypoints come from the first pair each frame appears in (frames in no
+        pair get none).
+    """
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
+    was_training = model.training
+    model.eval()
+    N = images.shape[0]
+    xy: list[np.ndarray | None] = [None] * N
+    conf: list[np.ndarray | None] = [None] * N
+    out_pairs = []
+    try:
+        for a, b in pairs:
+            out = model(images[a:a + 1], images[b:b + 1])
+            for f, kp, logit in ((a, out.kpts0, out.kpts_logits0), (b, out.kpts1, out.kpts_logits1)):
+                if xy[f] is None:
+                    xy[f] = kp[0].float().cpu().numpy()
+                    conf[f] = torch.sigmoid(logit[0].float()).cpu().numpy()
+            keep = (~out.matches_extra) & (out.matches_conf >= min_confidence)
+            m = torch.stack([out.matches_i[keep], out.matches_j[keep]], 1).cpu().numpy()
+            out_pairs.append(PairMatches.create(a, b, m, out.matches_conf[keep].float().cpu().numpy()))
+    finally:
+        model.train(was_training)
+    empty = np.zeros((0, 2), np.float32)
+    kps = Keypoints.create([empty if x is None else x for x in xy],
+                           [np.zeros(0, np.float32) if c is None else c for c in conf])
+    return WindowMatches(kps, out_pairs)

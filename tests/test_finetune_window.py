@@ -1,0 +1,42 @@
+"""match_window: per-frame keypoints are shared by every pair, matches index them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from imatch_s2ld.finetune.window import match_window, window_pairs
+from imatch_s2ld.models import S2LD
+
+
+def _images(n: int = 3, h: int = 96, w: int = 128) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(1, 1, h // 4, w // 4 + n, generator=g)
+    base = torch.nn.functional.interpolate(noise, size=(h, w + 4 * n), mode="bilinear", align_corners=False)
+    return torch.cat([base[..., 4 * i: 4 * i + w] for i in range(n)])  # a camera panning right
+
+
+def test_window_pairs():
+    assert window_pairs(4) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert window_pairs(4, max_gap=1) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_keypoints_are_shared_across_pairs(tiny_checkpoint):
+    model = S2LD.from_checkpoint(tiny_checkpoint)
+    model.coarse.threshold = 0.0  # random weights: keep every mutual nearest neighbour
+    images = _images()
+    model.train()
+    wm = match_window(model, images, window_pairs(3))
+    assert model.training  # mode restored
+    assert wm.keypoints.num_frames == 3 and len(wm.pairs) == 3
+    # Frame 1 appears in (0, 1) and (1, 2): the same keypoints either way (eval mode, per-image head).
+    with torch.no_grad():
+        out01 = model.eval()(images[0:1], images[1:2])
+        out12 = model(images[1:2], images[2:3])
+    torch.testing.assert_close(out01.kpts1[0], out12.kpts0[0])
+    np.testing.assert_allclose(wm.keypoints.xy[1], out01.kpts1[0].numpy())
+    assert sum(len(pm.matches) for pm in wm.pairs) > 0
+    for pm in wm.pairs:
+        assert pm.matches.shape[1] == 2
+        assert (pm.matches[:, 0] < len(wm.keypoints.xy[pm.i])).all()
+        assert (pm.matches[:, 1] < len(wm.keypoints.xy[pm.j])).all()
