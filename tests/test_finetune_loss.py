@@ -1,0 +1,61 @@
+"""Fine-tuning loss: BA targets from a real window reconstruction, gradients into the matcher, one step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imatch_s2ld.ba import reconstruct_window
+from imatch_s2ld.finetune import open_video, resolve_intrinsics
+from imatch_s2ld.finetune.loss import FinetuneLoss, WindowTargets
+from imatch_s2ld.finetune.window import match_window, window_pairs
+from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
+from imatch_s2ld.synthetic import generate
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    """A 4-frame synthetic video (unlabeled: only frames + intrinsics are used) and its tensors."""
+    root = tmp_path_factory.mktemp("video")
+    generate("default", root, seed=0, progress=False, layouts=("facade",), num_scenes=1, views=2,
+             video_frames=7, eval_views=0, size=(480, 360))
+    video = open_video(root / "video" / "facade_0000" / "frames", stride=2)
+    K = resolve_intrinsics(video, root / "video" / "facade_0000" / "intrinsics.txt").K
+    images = torch.stack([torch.from_numpy(video.frame(i))[None] for i in range(len(video))])
+    return images, torch.as_tensor(K, dtype=torch.float32)
+
+
+def test_one_finetuning_step_end_to_end(window):
+    images, K = window
+    model = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    matches = match_window(model, images, window_pairs(len(images)))
+    rec = reconstruct_window(matches.keypoints, matches.pairs, K.double().numpy())
+    assert rec.success, rec.reason
+    targets = WindowTargets.from_reconstruction(rec, matches)
+    assert int((targets.weight > 0).sum()) > 100 and bool(targets.registered.all())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    out = FinetuneLoss()(model, images, K, matches, targets)
+    assert model.training
+    assert torch.isfinite(out.total) and float(out.total) > 0
+    assert float(out.terms["num_pairs"]) == 6 and float(out.terms["num_targets"]) > 100
+    assert 0 < float(out.terms["reproj_px"]) < 5
+    out.total.backward()
+    for head in ("backbone", "keypoints", "fine", "transformer"):
+        grads = [p.grad for n, p in model.named_parameters()
+                 if n.startswith(head + ".") and p.grad is not None]
+        assert grads and max(float(g.abs().max()) for g in grads) > 0, head
+    torch.optim.Adam(model.parameters(), lr=1e-4).step()
+    changed = sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+    assert changed > 50
+
+
+def test_failed_reconstruction_gives_no_targets(window):
+    images, K = window
+    model = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    matches = match_window(model, images[:2], window_pairs(2))
+    few = [type(p).create(p.i, p.j, p.matches[:5]) for p in matches.pairs]
+    rec = reconstruct_window(matches.keypoints, few, K.double().numpy())
+    assert not rec.success
+    with pytest.raises(ValueError, match="window reconstruction failed: init: too few tracks"):
+        WindowTargets.from_reconstruction(rec, matches)
