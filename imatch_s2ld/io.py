@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+import numpy as np
+
+from .errors import InputError, first_line
 
 
 @contextmanager
@@ -54,8 +56,7 @@ def read_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"{path}: cannot read {what} ({first})") from None
+        raise InputError(f"{path}: cannot read {what} ({first_line(err)})") from None
 
 
 def read_npz(path: str | os.PathLike, what: str, keys: tuple[str, ...] = (),
@@ -69,8 +70,6 @@ def read_npz(path: str | os.PathLike, what: str, keys: tuple[str, ...] = (),
     Raises:
         InputError: missing file, unreadable archive, or a missing array.
     """
-    import numpy as np
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} file not found{missing_hint}")

@@ -22,8 +22,6 @@ __all__ = ["BAResult", "BundleProblem", "poses_to_se3"]
 
 
 def _tensor(x: Any, name: str, dtype: torch.dtype | None, device: Any) -> Tensor:
-    if isinstance(x, pp.LieTensor):
-        x = x.matrix()
     if isinstance(x, Tensor):
         t = x.detach()
     else:

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pypose as pp
 import torch
 from torch import Tensor
 
@@ -212,5 +211,3 @@ def synthetic_window(syn: SyntheticBA, outlier_fraction: float = 0.0, seed: int 
     return window_from_observations(p.obs_frame.cpu().numpy(), p.obs_point.cpu().numpy(),
                                     p.obs_xy.cpu().numpy(), p.num_frames, outlier_fraction, seed)
 
-
-_ = pp  # PyPose is the pose representation of BundleProblem

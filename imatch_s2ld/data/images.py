@@ -78,6 +78,17 @@ def parse_resize(value: str | int | tuple[int, int] | list | None) -> Resize:
     return resize
 
 
+def resized_size(size: tuple[int, int], resize: Resize) -> tuple[int, int]:
+    """``(W', H')`` of a ``(W, H)`` image after ``resize`` (the rule of :func:`resize_image`): an int is
+    the new longer side, the other side ``max(1, round(side * scale))``; ``(W, H)`` is taken as is."""
+    if resize is None:
+        return size
+    if isinstance(resize, tuple):
+        return int(resize[0]), int(resize[1])
+    scale = resize / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def resize_image(image: np.ndarray, resize: Resize) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize an (H, W[, C]) image.
 
@@ -93,11 +104,7 @@ def resize_image(image: np.ndarray, resize: Resize) -> tuple[np.ndarray, tuple[f
     h, w = image.shape[:2]
     if resize is None:
         return image, (1.0, 1.0)
-    if isinstance(resize, tuple):
-        new_w, new_h = int(resize[0]), int(resize[1])
-    else:
-        scale = resize / max(w, h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    new_w, new_h = resized_size((w, h), resize)
     if (new_w, new_h) == (w, h):
         return image, (1.0, 1.0)
     interp = cv2.INTER_AREA if new_w * new_h < w * h else cv2.INTER_LINEAR

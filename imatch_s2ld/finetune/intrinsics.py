@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..data.colmap import colmap_intrinsics
 from ..data.sample import check_intrinsics
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..geometry.camera import scale_intrinsics
 from .video import PIL_ERRORS, VideoSource
 
@@ -236,10 +236,6 @@ def _parse_json(path: Path, text: str) -> FileIntrinsics:
     return FileIntrinsics(K=K, size=_json_size(path, data), kind="json")
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def _positive(value: Any) -> float | None:
     """``float(value)`` when it is a finite positive number, else None (missing, 0 = unknown, malformed)."""
     try:
@@ -257,7 +253,7 @@ def _exif_focal(image_path: Path, image_size: tuple[int, int]) -> tuple[float, s
             stored_size = im.size
             tags = {**dict(exif), **dict(exif.get_ifd(_EXIF_IFD))}
     except PIL_ERRORS as err:
-        raise InputError(f"{image_path}: cannot read EXIF ({_first_line(err)})") from None
+        raise InputError(f"{image_path}: cannot read EXIF ({first_line(err)})") from None
     longer = max(image_size)
     f35 = _positive(tags.get(_FOCAL_35MM))
     if f35 is not None:

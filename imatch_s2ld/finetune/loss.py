@@ -114,7 +114,7 @@ class FinetuneLoss:
         rep_sum = images.new_zeros(())
         rep_w = images.new_zeros(())
         tri_terms, px = [], []
-        n_pairs = 0
+        n_pairs = n_targets = 0
         try:
             for pm in matches.pairs:
                 a, b = pm.i, pm.j
@@ -136,6 +136,7 @@ class FinetuneLoss:
                     rep_sum = rep_sum + (w * cost).sum()
                     rep_w = rep_w + w.sum()
                     px.append(torch.cat([r0, r1]).detach().norm(dim=-1) * long_side)
+                    n_targets += int(ex.sum())
                 pred = ~ex
                 if bool(pred.any()):
                     T_ab = T[b] @ torch.linalg.inv(T[a])
@@ -150,6 +151,6 @@ class FinetuneLoss:
                  + self.conf["triangulation_weight"] * triangulation)
         mean_px = torch.cat(px).mean() if px else images.new_full((), float("nan"))
         terms = {"reprojection": reprojection.detach(), "triangulation": triangulation.detach(),
-                 "reproj_px": mean_px, "num_targets": rep_w.new_tensor(float(sum(len(p) for p in px)) / 2),
+                 "reproj_px": mean_px, "num_targets": rep_w.new_tensor(float(n_targets)),
                  "num_pairs": rep_w.new_tensor(float(n_pairs))}
         return LossOutput(total.float(), terms)

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..data.images import Resize, parse_resize, read_image, resize_image, to_grayscale
-from ..errors import InputError
+from ..data.images import Resize, parse_resize, read_image, resize_image, resized_size, to_grayscale
+from ..errors import InputError, first_line
 from ..geometry.camera import scale_intrinsics
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -65,12 +65,8 @@ def frame_header_size(path: Path) -> tuple[int, int]:
             w, h = im.size
             orientation = im.getexif().get(_EXIF_ORIENTATION) if "exif" in im.info else None
     except PIL_ERRORS as err:
-        raise InputError(f"{path}: cannot read frame ({_first_line(err)})") from None
+        raise InputError(f"{path}: cannot read frame ({first_line(err)})") from None
     return (h, w) if orientation in _TRANSPOSED_ORIENTATIONS else (w, h)
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 class _VideoReader:
@@ -245,16 +241,6 @@ def _select(path: Path, n_total: int, stride: int, max_frames: int | None, min_f
     return indices
 
 
-def _target_size(size: tuple[int, int], resize: Resize) -> tuple[int, int]:
-    """``(W', H')`` of a ``size`` frame after ``resize`` (the rule of ``resize_image``)."""
-    if resize is None:
-        return size
-    if isinstance(resize, tuple):
-        return resize
-    scale = resize / max(size)
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-
 def _list_frames(folder: Path) -> list[Path]:
     """Frame files of ``folder`` in natural order."""
     files = [
@@ -282,7 +268,7 @@ def _open_folder(path: Path, stride: int, max_frames: int | None, resize: Resize
             )
     return VideoSource(
         path=path, names=tuple(p.name for p in selected), original_size=size,
-        image_size=_target_size(size, resize), files=tuple(selected), frame_indices=tuple(indices),
+        image_size=resized_size(size, resize), files=tuple(selected), frame_indices=tuple(indices),
     )
 
 
@@ -310,5 +296,5 @@ def _open_file(path: Path, stride: int, max_frames: int | None, resize: Resize,
     size = (first.shape[1], first.shape[0])
     return VideoSource(
         path=path, names=tuple(f"frame_{i:06d}" for i in indices), original_size=size,
-        image_size=_target_size(size, resize), frame_indices=tuple(indices), _reader=_VideoReader(path),
+        image_size=resized_size(size, resize), frame_indices=tuple(indices), _reader=_VideoReader(path),
     )

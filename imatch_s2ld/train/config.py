@@ -36,14 +36,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..conf import merge_conf
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import atomic_path
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_@-]*(\.[A-Za-z_0-9][A-Za-z0-9_@-]*)*$")
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -58,7 +54,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as err:
-        raise InputError(f"{path}: cannot parse config ({_first_line(err)})") from None
+        raise InputError(f"{path}: cannot parse config ({first_line(err)})") from None
     if not OmegaConf.is_dict(cfg):
         raise InputError(f"{path}: config must be a YAML mapping, got {type(cfg).__name__}")
     return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
@@ -81,7 +77,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     try:
         cfg = OmegaConf.from_dotlist(items)
     except (OmegaConfBaseException, ValueError) as err:
-        raise InputError(f"overrides {list(overrides)}: {_first_line(err)}") from None
+        raise InputError(f"overrides {list(overrides)}: {first_line(err)}") from None
     return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
@@ -91,7 +87,7 @@ def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
         merged = OmegaConf.merge(*(OmegaConf.create(dict(layer)) for layer in layers))
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except (OmegaConfBaseException, ValueError) as err:
-        raise InputError(f"configuration: {_first_line(err)}") from None
+        raise InputError(f"configuration: {first_line(err)}") from None
 
 
 def check_types(default: Mapping[str, Any], conf: Mapping[str, Any], _prefix: str = "") -> None:

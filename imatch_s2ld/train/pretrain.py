@@ -66,7 +66,7 @@ from torch import nn
 from ..cli import ArgumentParser, run_command
 from ..data.megadepth_train import MegaDepthTrainConfig, build_megadepth_dataset
 from ..data.sampling import SceneBalancedSampler
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import read_torch_file
 from .checkpoint import CHECKPOINT_DIR, LAST
 from .config import build_config, save_config
@@ -167,8 +167,7 @@ def build_model(conf: Mapping[str, Any]) -> nn.Module:
         try:
             model.load_state_dict(ckpt["state_dict"] if "state_dict" in ckpt else ckpt)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise InputError(f"{path}: cannot load model.init weights ({first})") from None
+            raise InputError(f"{path}: cannot load model.init weights ({first_line(err)})") from None
     return model
 
 
