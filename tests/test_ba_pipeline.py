@@ -62,6 +62,13 @@ def test_pure_rotation_window_fails(syn):
     assert not rec.success and "pure rotation" in rec.reason
 
 
+def test_section_overrides_are_accepted(syn):
+    win = synthetic_window(syn)
+    conf = {"init": {"min_tracks": 10}, "ba": {"max_iterations": 2, "robust_kernel": "huber"}}
+    rec = reconstruct_window(win.keypoints(), win.pairs, syn.problem.K[0].numpy(), conf)
+    assert rec.success and rec.ba.iterations <= 2
+
+
 def test_config_is_strict(syn):
     win = synthetic_window(syn)
     with pytest.raises(InputError, match="unknown configuration key 'ba.robust'"):

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from ..conf import merge_conf
-from ..errors import InputError
+from .config import DEFAULT_CONF as BA_DEFAULT_CONF
 from .config import ba_conf
+from .initialize import DEFAULT_CONF as INIT_DEFAULT_CONF
 from .initialize import InitResult, init_conf, initialize_window
 from .problem import BAResult
 from .solve import solve
@@ -27,8 +28,8 @@ __all__ = ["DEFAULT_CONF", "WindowReconstruction", "reconstruct_window"]
 
 DEFAULT_CONF: dict[str, Any] = {
     "tracks": {"min_length": 2, "conflict": "split"},  # build_tracks options
-    "init": {},  # imatch_s2ld.ba.initialize.DEFAULT_CONF overrides
-    "ba": {"robust_kernel": "cauchy", "robust_scale_px": 2.0},  # imatch_s2ld.ba.config.DEFAULT_CONF overrides
+    "init": INIT_DEFAULT_CONF,  # imatch_s2ld.ba.initialize options
+    "ba": merge_conf(BA_DEFAULT_CONF, {"robust_kernel": "cauchy", "robust_scale_px": 2.0}),  # solve options
 }
 
 
@@ -85,9 +86,6 @@ def reconstruct_window(
         InputError: bad configuration or inconsistent inputs (shapes, indices); never for bad geometry.
     """
     conf = merge_conf(DEFAULT_CONF, config)
-    for section in ("init", "ba"):
-        if not isinstance(conf[section], Mapping):
-            raise InputError(f"configuration key {section!r} expects a dict")
     init_c, ba_c = init_conf(conf["init"]), ba_conf(conf["ba"])
     kp = keypoints if isinstance(keypoints, Keypoints) else Keypoints.create(list(keypoints))
     tracks = build_tracks(kp.counts, as_pair_matches(pair_matches), **conf["tracks"])
