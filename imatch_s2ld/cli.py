@@ -5,6 +5,7 @@
     imatch evaluate  relative-pose evaluation of a matcher on a dataset
     imatch match     match one image pair; draw and/or save the matches
     imatch ba        solve a saved (or synthetic) bundle-adjustment problem
+    imatch finetune  self-supervised fine-tuning on an unlabeled video (= scripts/finetune_unlabeled.py)
 
 Each sub-command is the ``main(argv)`` of an importable module; ``imatch CMD --help`` shows its options.
 :class:`ArgumentParser` and :func:`run_command` give sub-commands the common error contract: bad input
@@ -26,6 +27,7 @@ COMMANDS = {
     "evaluate": ("imatch_s2ld.eval.cli", "relative-pose evaluation of a matcher on a dataset"),
     "match": ("imatch_s2ld.match_cli", "match one image pair; draw and/or save the matches"),
     "ba": ("imatch_s2ld.ba.cli", "solve a saved (or synthetic) bundle-adjustment problem"),
+    "finetune": ("imatch_s2ld.finetune.cli", "self-supervised fine-tuning on an unlabeled video"),
 }
 
 

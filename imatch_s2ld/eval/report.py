@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_path
+
 RESULT_COLUMNS = (
     "scene", "name0", "name1", "n_matches", "n_correct", "precision", "n_inliers", "err_R", "err_t",
     "err_pose", "time_s", "failure",
@@ -26,9 +28,11 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: str | Path, content: Any) -> Path:
-    """Write strict JSON (inf/nan as ``null``), indented."""
+    """Write strict JSON (inf/nan as ``null``), indented, atomically (temp file + rename)."""
     path = Path(path)
-    path.write_text(json.dumps(_json_safe(content), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(_json_safe(content), indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

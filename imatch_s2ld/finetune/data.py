@@ -1,0 +1,66 @@
+"""Windows of an unlabeled video as a map-style dataset (one item = one window)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import InputError
+from ..models.keypoints import COARSE_STRIDE
+from .video import VideoSource
+
+__all__ = ["VideoWindows", "cropped_size"]
+
+
+def cropped_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """``(W, H)`` cropped down to multiples of the coarse stride (8): the right/bottom rows are dropped,
+    so the intrinsics do not change."""
+    w, h = image_size
+    return (w // COARSE_STRIDE * COARSE_STRIDE, h // COARSE_STRIDE * COARSE_STRIDE)
+
+
+class VideoWindows(Dataset):
+    """Window ``s`` = frames ``s, s + spacing, ..., s + (length - 1) * spacing`` of the (selected) video.
+
+    Args:
+        video: from :func:`imatch_s2ld.finetune.open_video`.
+        K: ``(3, 3)`` intrinsics of the frames as :meth:`VideoSource.frame` returns them.
+        length: frames per window (>= 2); spacing: frame step inside a window (>= 1).
+    Items: ``{"images": (length, 1, H, W) float32 in [0, 1], "K": (3, 3) float32, "start": int}``
+    with ``(W, H)`` = :func:`cropped_size` of the video frames.
+
+    Raises:
+        InputError: bad ``length`` / ``spacing`` or a video too short for one window.
+    """
+
+    def __init__(self, video: VideoSource, K: np.ndarray, length: int, spacing: int) -> None:
+        if int(length) < 2:
+            raise InputError(f"--window-length: expected an integer >= 2, got {length!r}")
+        if int(spacing) < 1:
+            raise InputError(f"--window-spacing: expected an integer >= 1, got {spacing!r}")
+        self.video, self.length, self.spacing = video, int(length), int(spacing)
+        self.span = (self.length - 1) * self.spacing + 1
+        if len(video) < self.span:
+            raise InputError(f"{video.path}: {len(video)} frames selected, a window of {self.length} frames "
+                             f"spaced {self.spacing} needs {self.span} (lower --window-length / "
+                             "--window-spacing or use more frames)")
+        self.size = cropped_size(video.image_size)
+        if min(self.size) < 4 * COARSE_STRIDE:
+            raise InputError(f"{video.path}: frames of {video.image_size[0]}x{video.image_size[1]} are too "
+                             "small (at least 32x32 after --resize)")
+        self.K = torch.as_tensor(np.asarray(K, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.video) - self.span + 1
+
+    def frames(self, index: int) -> list[int]:
+        """Selected-frame indices of window ``index``."""
+        return [index + k * self.spacing for k in range(self.length)]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        w, h = self.size
+        images = np.stack([self.video.frame(f)[:h, :w] for f in self.frames(index)])
+        return {"images": torch.from_numpy(images)[:, None], "K": self.K.clone(), "start": int(index)}

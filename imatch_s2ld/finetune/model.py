@@ -1,0 +1,177 @@
+"""One fine-tuning step on a window, packaged for the generic trainer (:mod:`imatch_s2ld.train.trainer`).
+
+:class:`FinetuneModel` wraps the S2LD being fine-tuned and follows the trainer's model contract
+(``batch_inputs`` / ``forward`` / ``loss`` / ``save_checkpoint``). Its ``forward`` on a window:
+
+1. matches the window's pairs with the current S2LD, no gradient (:func:`.window.match_window`);
+2. takes the window's geometry from those matches, from SIFT tracks or both (:mod:`.geometry`) and
+   reconstructs it (tracks, initialisation, PyPose-style Schur BA: :func:`imatch_s2ld.ba.reconstruct_window`);
+3. computes :class:`.loss.FinetuneLoss` (S2LD re-run **with** gradient against the fixed BA solution).
+
+**Skipped windows.** When the reconstruction fails (or the BA is degenerate), the step's loss is
+``0 * sum(parameters)``: every parameter gets a zero gradient, so under DDP every process still joins
+the gradient all-reduce of the step (a process that returned no graph would hang the others). The
+skip is reported in the ``skipped`` term (1) with the reason logged; the other statistics are NaN
+(the trainer averages finite values only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..ba.pipeline import DEFAULT_CONF as RECONSTRUCTION_CONF
+from ..ba.pipeline import WindowReconstruction, reconstruct_window
+from ..conf import merge_conf
+from ..errors import InputError
+from ..models.s2ld import S2LD
+from ..models.s2ld_loss import LossOutput
+from .geometry import GEOMETRY_SOURCES, merge_window_matches, sift_window_matches
+from .loss import DEFAULT_CONF as LOSS_CONF
+from .loss import FinetuneLoss, WindowTargets
+from .window import WindowMatches, match_window, window_pairs
+
+__all__ = ["DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "window_statistics"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONF: dict[str, Any] = {
+    "geometry_from": "matcher",  # matcher | sift | both
+    "max_gap": None,  # match window frames at most this many apart (None: all pairs)
+    "min_confidence": 0.0,  # S2LD matches below this confidence do not enter tracks
+    "sift": {"num_features": 2000, "ratio": 0.8},
+    "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
+    "loss": LOSS_CONF,
+    "debug_skip_rank": None,  # test knob: on this process rank every window is treated as failed
+}
+
+#: Statistics logged per step besides the loss terms (NaN on skipped windows).
+STAT_KEYS = ("skipped", "ba_rms_init_px", "ba_rms_px", "ba_cost_init", "ba_cost", "num_tracks",
+             "num_points", "inlier_ratio", "registered_frames", "s2ld_matches", "tracked_s2ld_matches",
+             "time_match_s", "time_ba_s")
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def window_statistics(rec: WindowReconstruction) -> dict[str, float]:
+    """BA cost/RMS before and after, tracks, landmarks, inlier ratio, registered frames of a window."""
+    stats = {"num_tracks": float(rec.tracks.num_tracks)}
+    problem, ba = rec.init.problem, rec.ba
+    if problem is None or ba is None:
+        return stats
+    r0 = problem.residuals().detach()
+    ok = torch.isfinite(r0).all(-1)
+    rms0 = float(r0[ok].square().sum(-1).mean().sqrt()) if bool(ok.any()) else float("nan")
+    stats.update(ba_rms_init_px=rms0, ba_rms_px=float(ba.rms_px), ba_cost_init=float(ba.cost_history[0]),
+                 ba_cost=float(ba.cost_history[-1]), num_points=float(problem.num_points),
+                 inlier_ratio=float(ba.inliers.float().mean()), registered_frames=float(len(rec.init.frames)))
+    return stats
+
+
+class FinetuneModel(nn.Module):
+    """The S2LD being fine-tuned (``net``) plus the window step (see the module docstring).
+
+    Args:
+        net: the S2LD network (its weights are what training changes).
+        conf: overrides of :data:`DEFAULT_CONF` (strict).
+    """
+
+    def __init__(self, net: S2LD, conf: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.conf = merge_conf(DEFAULT_CONF, conf)
+        if self.conf["geometry_from"] not in GEOMETRY_SOURCES:
+            raise InputError(f"--geometry-from: expected one of {', '.join(GEOMETRY_SOURCES)}, "
+                             f"got {self.conf['geometry_from']!r}")
+        self.criterion = FinetuneLoss(self.conf["loss"])
+        self.last_reason = ""
+
+    # ---------------------------------------------------------------- trainer contract
+    @staticmethod
+    def batch_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A collated window batch (batch size 1) -> ``forward`` keyword arguments."""
+        images, K = batch["images"], batch["K"]
+        if images.dim() != 5 or images.shape[0] != 1:
+            raise ValueError(f"fine-tuning takes one window per batch: images (1, N, 1, H, W), "
+                             f"got {tuple(images.shape)}")
+        return {"images": images[0], "K": K[0], "start": int(batch["start"][0])}
+
+    def forward(self, images: Tensor, K: Tensor, start: int = 0) -> dict[str, Tensor]:
+        """One window step.
+
+        Args:
+            images: ``(N, 1, H, W)`` frames in [0, 1] (H, W multiples of 8); K: ``(3, 3)`` intrinsics.
+            start: index of the window's first frame in the video (for log messages).
+        Returns:
+            ``{"total": 0-d loss, <term>: 0-d detached}`` with the :class:`FinetuneLoss` terms and
+            :data:`STAT_KEYS`.
+        """
+        t0 = time.perf_counter()
+        pairs = window_pairs(images.shape[0], self.conf["max_gap"])
+        s2ld = match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
+        geometry = self._geometry(images, pairs, s2ld)
+        t1 = time.perf_counter()
+        rec = reconstruct_window(geometry.keypoints, geometry.pairs, K.detach().double().cpu(),
+                                 self.conf["reconstruction"])
+        t2 = time.perf_counter()
+        stats = window_statistics(rec)
+        stats.update(time_match_s=t1 - t0, time_ba_s=t2 - t1,
+                     s2ld_matches=float(sum(len(p.matches) for p in s2ld.pairs)))
+        success, reason = rec.success, rec.reason
+        if success and self.conf["debug_skip_rank"] is not None and _rank() == int(self.conf["debug_skip_rank"]):
+            success, reason = False, f"debug_skip_rank={self.conf['debug_skip_rank']}"
+        self.last_reason = reason
+        if not success:
+            logger.info("window at frame %d skipped: %s", start, reason)
+            return self._skipped(images, stats)
+        targets = WindowTargets.from_reconstruction(rec, geometry)
+        loss = self.criterion(self.net, images, K, s2ld, targets)
+        out = {"total": loss.total, **loss.terms}
+        out.update({k: loss.total.new_tensor(stats.get(k, float("nan"))) for k in STAT_KEYS if k != "skipped"})
+        out["tracked_s2ld_matches"] = loss.terms["num_targets"]
+        out["skipped"] = loss.total.new_zeros(())
+        return out
+
+    def loss(self, pred: Mapping[str, Tensor], batch: Mapping[str, Any]) -> LossOutput:
+        """The trainer's loss hook: ``forward`` already computed it."""
+        return LossOutput(pred["total"], {k: v.detach() for k, v in pred.items() if k != "total"})
+
+    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Write the fine-tuned S2LD (a plain S2LD checkpoint, loadable with ``--matcher s2ld:PATH``)."""
+        return self.net.save_checkpoint(path, extra=extra)
+
+    # ---------------------------------------------------------------- helpers
+    def _geometry(self, images: Tensor, pairs: list[tuple[int, int]], s2ld: WindowMatches) -> WindowMatches:
+        source = self.conf["geometry_from"]
+        if source == "matcher":
+            return s2ld
+        gray = [np.clip(im[0].detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                for im in images]
+        sift = sift_window_matches(gray, pairs, int(self.conf["sift"]["num_features"]),
+                                   float(self.conf["sift"]["ratio"]))
+        if source == "sift":
+            # S2LD keypoints stay first (no matches among them): targets index S2LD keypoints only
+            empty = WindowMatches(s2ld.keypoints, [])
+            return merge_window_matches(empty, sift)
+        return merge_window_matches(s2ld, sift)
+
+    def _skipped(self, images: Tensor, stats: Mapping[str, float]) -> dict[str, Tensor]:
+        zero = sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
+        nan = images.new_full((), float("nan"))
+        out: dict[str, Tensor] = {"total": zero}
+        for key in ("reprojection", "triangulation", "reproj_px", "num_targets", "num_pairs"):
+            out[key] = nan
+        out.update({k: images.new_tensor(stats[k]) if k in stats else nan for k in STAT_KEYS})
+        out["skipped"] = images.new_ones(())
+        return out

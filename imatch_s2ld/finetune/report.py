@@ -1,0 +1,256 @@
+"""Fine-tuning outputs: ``report.json`` / ``report.md``, ``training.png``, before/after match pictures.
+
+``report.json``::
+
+    {"before": <evaluation summary.json of the starting matcher> | null,
+     "after":  <evaluation summary.json of the fine-tuned matcher> | null,   # same keys
+     "gain": {"auc@5": relative gain, ...} | null,
+     "ba_probe": {"before": {...}, "after": {...}},   # BA on fixed probe windows, both matchers
+     "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
+     "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..eval.report import write_json
+from ..eval.viz import draw_matches
+from ..models.s2ld import S2LD
+from .data import VideoWindows
+from .intrinsics import Intrinsics
+
+__all__ = ["SUMMARY_KEYS", "draw_video_pairs", "read_log", "stack_pictures", "training_statistics",
+           "write_report"]
+
+SUMMARY_KEYS = ("auc@5", "auc@10", "auc@20", "precision", "median_matches", "runtime_s_per_pair", "num_pairs",
+                "num_failures")
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``*.jsonl`` log (the last row per step wins: a resumed run may repeat steps)."""
+    if not path.is_file():
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[int(row.get("step", len(rows)))] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    vals = [float(r[key]) for r in rows if r.get(key) is not None and np.isfinite(float(r[key]))]
+    return float(np.mean(vals)) if vals else None
+
+
+def training_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Steps, skipped windows, and first-vs-last-fifth means of the loss and BA statistics."""
+    n = len(rows)
+    k = max(1, n // 5)
+    first, last = rows[:k], rows[-k:]
+    stats: dict[str, Any] = {
+        "steps": int(rows[-1]["step"]) if rows else 0,
+        "skipped_windows": int(round(sum(float(r.get("skipped") or 0.0) for r in rows))),
+        "skip_ratio": _mean(rows, "skipped"),
+        "tracks_per_window": _mean(rows, "num_tracks"),
+        "points_per_window": _mean(rows, "num_points"),
+        "inlier_ratio": _mean(rows, "inlier_ratio"),
+        "supervised_matches_per_window": _mean(rows, "tracked_s2ld_matches"),
+        "seconds_per_step_match": _mean(rows, "time_match_s"),
+        "seconds_per_step_ba": _mean(rows, "time_ba_s"),
+    }
+    for key in ("loss", "reprojection", "triangulation", "reproj_px", "ba_rms_init_px", "ba_rms_px"):
+        stats[f"{key}_first"] = _mean(first, key)
+        stats[f"{key}_last"] = _mean(last, key)
+    return stats
+
+
+def _relative_gain(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not before or not after:
+        return None
+    return {k: (after[k] - before[k]) / before[k] if before[k] else None for k in ("auc@5", "auc@10", "auc@20")}
+
+
+# ------------------------------------------------------------------------------------- pictures
+def draw_video_pairs(net: S2LD, windows: VideoWindows, indices: Sequence[int], K: np.ndarray, folder: Path,
+                     label: str) -> list[Path]:
+    """Match the first and last frame of the windows ``indices`` and draw them; a match is green when it
+    is an inlier of an essential matrix fitted by RANSAC (1 px), red otherwise (no ground truth here)."""
+    paths = []
+    for index in indices:
+        f0, f1 = windows.frames(index)[0], windows.frames(index)[-1]
+        im0, im1 = windows.video.frame_rgb(f0), windows.video.frame_rgb(f1)
+        k0, k1, _ = net.match(im0, im1)
+        ok = np.zeros(len(k0), dtype=bool)
+        if len(k0) >= 5:
+            _, mask = cv2.findEssentialMat(k0.astype(np.float64), k1.astype(np.float64), K, cv2.RANSAC,
+                                           0.9999, 1.0)
+            if mask is not None:
+                ok = mask.ravel().astype(bool)
+        text = f"{label}: {len(k0)} matches, {int(ok.sum())} essential-matrix inliers (1 px)"
+        paths.append(draw_matches(im0, im1, k0, k1, ok, folder / f"window_{index:05d}.png", text))
+    return paths
+
+
+def stack_pictures(top: Path, bottom: Path, path: Path) -> Path:
+    """Stack two pictures vertically (before above after)."""
+    a, b = cv2.imread(str(top)), cv2.imread(str(bottom))
+    w = max(a.shape[1], b.shape[1])
+    pad = [cv2.copyMakeBorder(x, 0, 8, 0, w - x.shape[1], cv2.BORDER_CONSTANT, value=(255, 255, 255))
+           for x in (a, b)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack(pad))
+    return path
+
+
+def _before_after_pictures(out: Path) -> list[Path]:
+    pictures = []
+    for kind in ("eval", "video"):
+        bdir, adir = out / kind / "before" / "viz", out / kind / "after" / "viz"
+        if not bdir.is_dir() or not adir.is_dir():
+            continue
+        for b in sorted(bdir.glob("*.png")):
+            a = adir / b.name
+            if a.is_file():
+                pictures.append(stack_pictures(b, a, out / "matches" / f"{kind}_{b.name}"))
+    return pictures
+
+
+def plot_training(rows: Sequence[Mapping[str, Any]], validation: Sequence[Mapping[str, Any]], path: Path,
+                  before_auc: float | None = None, after_auc: float | None = None) -> Path:
+    """Loss, BA RMS (initial / after BA) and target distance per step, and AUC@10 over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in rows], dtype=float)
+
+    def series(key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+
+    panels = 4 if (validation or before_auc is not None) else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
+    axes[0].plot(steps, series("loss"), ".", ms=3, label="loss")
+    axes[0].set_title("fine-tuning loss")
+    axes[1].plot(steps, series("ba_rms_init_px"), ".", ms=3, label="before BA (init)")
+    axes[1].plot(steps, series("ba_rms_px"), ".", ms=3, label="after BA")
+    axes[1].set_title("window reprojection RMS (px)")
+    axes[1].legend()
+    axes[2].plot(steps, series("reproj_px"), ".", ms=3)
+    axes[2].set_title("S2LD prediction to BA target (px)")
+    if panels == 4:
+        vs = [0.0] if before_auc is not None else []
+        va = [before_auc] if before_auc is not None else []
+        vs += [float(v["step"]) for v in validation]
+        va += [float(v["auc@10"]) for v in validation]
+        if after_auc is not None and rows:
+            vs.append(float(rows[-1]["step"]))
+            va.append(after_auc)
+        axes[3].plot(vs, va, "o-")
+        axes[3].set_title("relative pose AUC@10 (%)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------- report
+def _summary(s: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if s is None else dict(s)
+
+
+def write_report(out: Path, conf: Mapping[str, Any], intr: Intrinsics, K: np.ndarray, preflight: Mapping[str, Any],
+                 before: Mapping[str, Any], after: Mapping[str, Any], result: Any, seconds: float) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png``; return the JSON."""
+    rows = read_log(out / "train_log.jsonl")
+    validation = read_log(out / "val.jsonl")
+    b_eval, a_eval = _summary(before.get("eval")), _summary(after.get("eval"))
+    stats = training_statistics(rows)
+    plot = plot_training(rows, validation, out / "training.png",
+                         b_eval["auc@10"] if b_eval else None, a_eval["auc@10"] if a_eval else None)
+    pictures = _before_after_pictures(out)
+    report = {
+        "before": b_eval, "after": a_eval, "gain": _relative_gain(b_eval, a_eval),
+        "ba_probe": {"before": _probe_summary(before.get("probe")), "after": _probe_summary(after.get("probe"))},
+        "finetune": {**stats, "geometry_from": conf["model"]["geometry_from"], "window": dict(conf["window"]),
+                     "lr": conf["train"]["lr"], "max_steps": conf["train"]["max_steps"]},
+        "validation": validation,
+        "intrinsics": {"source": intr.source, "description": intr.description, "K": np.asarray(K).tolist(),
+                       "refined": bool(preflight.get("focal_search"))},
+        "preflight": {"success": preflight["success"], "windows": len(preflight["windows"])},
+        "video": str(conf["video"]), "init": str(conf["init"] or "shipped default"),
+        "checkpoint": str(result.model_path) if result.model_path else None,
+        "plots": [plot.name], "pictures": [str(p.relative_to(out)) for p in pictures],
+        "seconds": seconds,
+    }
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(_markdown(report))
+    return report
+
+
+def _probe_summary(probe: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if probe is None:
+        return None
+    return {k: probe[k] for k in ("success", "ba_rms_init_px", "ba_rms_px", "num_points", "inlier_ratio")} | {
+        "windows": len(probe["windows"])}
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _markdown(r: Mapping[str, Any]) -> str:
+    ft = r["finetune"]
+    lines = ["# Self-supervised fine-tuning report", "",
+             f"Video `{r['video']}`, start `{r['init']}`, {ft['steps']} steps, geometry from "
+             f"`{ft['geometry_from']}`, windows of {ft['window']['length']} frames spaced {ft['window']['spacing']}; "
+             f"{r['intrinsics']['description']}; whole run {r['seconds']:.0f} s.", ""]
+    if r["before"] and r["after"]:
+        lines += ["## Relative pose on the evaluation pairs", "",
+                  "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | pairs | failures |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, s in (("before (start)", r["before"]), ("after (fine-tuned)", r["after"])):
+            lines.append(f"| {name} | {s['auc@5']:.1f} | {s['auc@10']:.1f} | {s['auc@20']:.1f} | "
+                         f"{s['precision']:.1f} | {s['median_matches']:.0f} | {s['num_pairs']} | "
+                         f"{s['num_failures']} |")
+        g = r["gain"]
+        lines += ["", "Relative gain: " + ", ".join(
+            f"{k} {_fmt(None if v is None else 100 * v, '+.0f')}%" for k, v in g.items()), ""]
+    pb, pa = r["ba_probe"]["before"], r["ba_probe"]["after"]
+    if pb and pa:
+        lines += ["## Bundle adjustment on fixed probe windows", "",
+                  "| matcher | windows reconstructed | RMS before BA (px) | RMS after BA (px) | landmarks | inliers |",
+                  "|---|---|---|---|---|---|"]
+        for name, p in (("before", pb), ("after", pa)):
+            lines.append(f"| {name} | {p['success']}/{p['windows']} | {_fmt(p['ba_rms_init_px'], '.3f')} | "
+                         f"{_fmt(p['ba_rms_px'], '.3f')} | {_fmt(p['num_points'], '.0f')} | "
+                         f"{_fmt(None if p['inlier_ratio'] is None else 100 * p['inlier_ratio'])}% |")
+        lines.append("")
+    lines += ["## Training", "",
+              f"Skipped windows: {ft['skipped_windows']} of {ft['steps']} (reconstruction failed). "
+              f"Per window: {_fmt(ft['tracks_per_window'], '.0f')} tracks, {_fmt(ft['points_per_window'], '.0f')} "
+              f"landmarks, {_fmt(ft['supervised_matches_per_window'], '.0f')} supervised S2LD matches.", "",
+              "| first / last fifth of the steps | loss | target distance (px) | RMS before BA | RMS after BA |",
+              "|---|---|---|---|---|",
+              f"| first | {_fmt(ft['loss_first'], '.3f')} | {_fmt(ft['reproj_px_first'], '.3f')} | "
+              f"{_fmt(ft['ba_rms_init_px_first'], '.3f')} | {_fmt(ft['ba_rms_px_first'], '.3f')} |",
+              f"| last | {_fmt(ft['loss_last'], '.3f')} | {_fmt(ft['reproj_px_last'], '.3f')} | "
+              f"{_fmt(ft['ba_rms_init_px_last'], '.3f')} | {_fmt(ft['ba_rms_px_last'], '.3f')} |", "",
+              "![training](training.png)", ""]
+    if r["pictures"]:
+        lines += ["## Matches before (top) and after (bottom)", ""]
+        lines += [f"![{Path(p).stem}]({p})" for p in r["pictures"]]
+    lines.append(f"\nFine-tuned checkpoint: `{r['checkpoint']}` (use with `--matcher s2ld:PATH`).")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,347 @@
+"""Self-supervised fine-tuning of S2LD on an unlabeled video: ``main(conf) -> report``.
+
+Pipeline (every step importable; the CLI is :mod:`.cli`):
+
+1. **Check the inputs before writing anything**: frames (:func:`.video.open_video`), intrinsics
+   (:func:`.intrinsics.resolve_intrinsics`), the starting checkpoint, the evaluation pairs, and a
+   *preflight* on a few evenly spaced windows with the starting matcher: a camera that does not move
+   (median match displacement below ``static_px``) or a video none of whose probe windows can be
+   reconstructed is refused with one line (:func:`preflight`). With prior intrinsics and
+   ``refine_focal``, the focal length is chosen there by a profile search on the probe windows' BA.
+2. **Before**: relative-pose AUC of the starting matcher on the evaluation pairs (if any) and the
+   BA reprojection error of the probe windows.
+3. **Fine-tune** with the generic accelerate :class:`~imatch_s2ld.train.trainer.Trainer` (resume,
+   Ctrl-C, atomic checkpoints, TensorBoard) on :class:`.data.VideoWindows` with
+   :class:`.model.FinetuneModel`; evaluation every ``eval.every`` steps.
+4. **After** + report: ``report.json`` / ``report.md``, plots, before/after match pictures
+   (:mod:`.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import broadcast_object_list
+
+from ..ba.pipeline import reconstruct_window
+from ..conf import merge_conf
+from ..data.datasets import DatasetConfig, load_pairs
+from ..data.sampling import SceneBalancedSampler
+from ..errors import InputError
+from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
+from ..train.checkpoint import CHECKPOINT_DIR, LAST
+from ..train.config import save_config
+from ..train.trainer import TRAIN_DEFAULTS, Trainer, create_accelerator
+from .data import VideoWindows
+from .intrinsics import Intrinsics, resolve_intrinsics
+from .model import DEFAULT_CONF as MODEL_CONF
+from .model import FinetuneModel, window_statistics
+from .video import open_video
+from .window import window_pairs
+
+__all__ = ["DEFAULT_CONF", "build_windows", "evaluate_pairs", "main", "preflight", "probe_ba"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONF: dict[str, Any] = {
+    "video": None,  # folder of frames or a video file (required)
+    "out": None,  # output folder (required)
+    "stride": 1,
+    "max_frames": None,
+    "resize": None,  # None, longer side, or [W, H]
+    "intrinsics": None,  # 3x3 text, COLMAP cameras.txt or JSON; else EXIF; else the prior
+    "refine_focal": False,  # prior intrinsics only: choose the focal by BA cost on the probe windows
+    "init": None,  # starting checkpoint (None: the shipped one)
+    "window": {"length": 4, "spacing": 2},
+    "model": MODEL_CONF,  # FinetuneModel options (geometry_from, reconstruction, loss, ...)
+    "train": merge_conf(TRAIN_DEFAULTS, {
+        "max_steps": 100, "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 5, "scheduler": "constant",
+        "grad_clip": 1.0, "log_every": 1, "save_every": 10, "find_unused_parameters": True,
+    }),
+    "eval": {
+        "pairs": None,  # pairs_with_gt.txt, or a COLMAP model folder
+        "images": None,  # image folder (default: next to the pairs file / model)
+        "max_pairs": None,
+        "resize": "video",  # "video": the longer side of the training frames; None: full size
+        "estimator": "ransac",
+        "threshold": None,
+        "every": 0,  # evaluate every N steps (0: before and after only)
+        "viz": 4,  # before/after match pictures
+    },
+    "preflight": {"windows": 4, "static_px": 1.0},
+    "probe_windows": 8,  # fixed windows whose BA error is measured before and after
+}
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def build_windows(conf: Mapping[str, Any]) -> tuple[VideoWindows, Intrinsics]:
+    """Open the video and its intrinsics and cut it into windows (raises InputError on bad input)."""
+    if conf["video"] is None:
+        raise InputError("--video is required")
+    video = open_video(conf["video"], int(conf["stride"]), conf["max_frames"], conf["resize"])
+    intr = resolve_intrinsics(video, conf["intrinsics"])
+    windows = VideoWindows(video, intr.K, int(conf["window"]["length"]), int(conf["window"]["spacing"]))
+    return windows, intr
+
+
+def load_start(path: str | None) -> S2LD:
+    """The starting S2LD (``--init``; default: the shipped checkpoint)."""
+    ckpt = DEFAULT_CHECKPOINT if path is None else Path(path)
+    where = "--init" if path is not None else "the shipped default checkpoint"
+    if not ckpt.is_file():
+        raise InputError(f"{ckpt}: checkpoint not found ({where})")
+    return S2LD.from_checkpoint(ckpt)
+
+
+def eval_dataset(econf: Mapping[str, Any]) -> DatasetConfig | None:
+    """The evaluation pairs as a :class:`DatasetConfig` (``pairs`` file or ``colmap`` model folder)."""
+    if econf["pairs"] is None:
+        if econf["images"] is not None:
+            raise InputError("--eval-images needs --eval-pairs")
+        return None
+    path = Path(econf["pairs"])
+    if not path.exists():
+        raise InputError(f"{path}: evaluation pairs not found (--eval-pairs)")
+    kw = {"max_pairs": econf["max_pairs"]}
+    if path.is_dir():
+        return DatasetConfig(name="colmap", model=str(path), images=econf["images"], **kw)
+    return DatasetConfig(name="pairs", pairs=str(path), images=econf["images"], **kw)
+
+
+def evaluate_pairs(net: S2LD, dataset: DatasetConfig, econf: Mapping[str, Any], out: Path, label: str,
+                   resize: Any, viz: int) -> dict[str, Any]:
+    """Relative-pose evaluation of ``net`` (:func:`imatch_s2ld.eval.evaluate`) into ``out``."""
+    from ..eval.cli import EvalConfig, evaluate
+    from ..eval.export import ExportConfig
+    from ..eval.score import ScoreConfig
+
+    net.name = label  # type: ignore[attr-defined]
+    conf = EvalConfig(
+        out=str(out), dataset=dataset,
+        export=ExportConfig(matcher=label, resize=resize, overwrite=True, progress=False),
+        score=ScoreConfig(estimator=econf["estimator"], threshold_px=econf["threshold"]), viz=int(viz))
+    return evaluate(conf, matcher=net)
+
+
+# ------------------------------------------------------------------------------------- preflight
+def _probe_indices(n_windows: int, count: int) -> list[int]:
+    count = max(1, min(int(count), n_windows))
+    return sorted({int(round(x)) for x in np.linspace(0, n_windows - 1, count)})
+
+
+def _window_geometry(model: FinetuneModel, windows: VideoWindows, index: int) -> tuple[Any, torch.Tensor]:
+    item = windows[index]
+    images = item["images"]
+    from .window import match_window
+
+    pairs = window_pairs(images.shape[0], model.conf["max_gap"])
+    s2ld = match_window(model.net, images, pairs, float(model.conf["min_confidence"]))
+    return model._geometry(images, pairs, s2ld), item["K"]
+
+
+def probe_ba(model: FinetuneModel, windows: VideoWindows, indices: list[int],
+             K: np.ndarray | None = None) -> dict[str, Any]:
+    """Reconstruct the windows ``indices`` with ``model``'s current matcher (no training).
+
+    Returns:
+        ``{"windows": [...], "success": n, "ba_rms_px": mean final RMS over successes,
+        "ba_rms_init_px": mean initial RMS, "num_points": mean landmarks, "reasons": [...]}``.
+    """
+    rows = []
+    for index in indices:
+        geometry, K_item = _window_geometry(model, windows, index)
+        Kw = torch.as_tensor(K if K is not None else K_item.numpy(), dtype=torch.float64)
+        rec = reconstruct_window(geometry.keypoints, geometry.pairs, Kw, model.conf["reconstruction"])
+        stats = window_statistics(rec)
+        rows.append({"window": index, "success": bool(rec.success), "reason": rec.reason, **stats,
+                     "median_flow_px": _median_flow(geometry)})
+    ok = [r for r in rows if r["success"]]
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([r[key] for r in ok])) if ok else None
+
+    return {"windows": rows, "success": len(ok), "ba_rms_px": mean("ba_rms_px"),
+            "ba_rms_init_px": mean("ba_rms_init_px"), "num_points": mean("num_points"),
+            "inlier_ratio": mean("inlier_ratio")}
+
+
+def _median_flow(geometry: Any) -> float:
+    """Median displacement (pixels) of the matches of the window's most distant pair."""
+    if not geometry.pairs:
+        return float("nan")
+    pm = max(geometry.pairs, key=lambda p: (p.j - p.i, len(p.matches)))
+    if len(pm.matches) == 0:
+        return float("nan")
+    xy = geometry.keypoints.xy
+    d = xy[pm.j][pm.matches[:, 1]] - xy[pm.i][pm.matches[:, 0]]
+    return float(np.median(np.linalg.norm(d, axis=1)))
+
+
+def preflight(model: FinetuneModel, windows: VideoWindows, intr: Intrinsics,
+              conf: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Refuse a static camera or an unreconstructable video; refine a prior focal length if asked.
+
+    Returns:
+        the intrinsics to train with and the probe report.
+    Raises:
+        InputError: static camera, or no probe window could be reconstructed (with the reasons).
+    """
+    pconf = conf["preflight"]
+    indices = _probe_indices(len(windows), int(pconf["windows"]))
+    K = np.asarray(intr.K, dtype=np.float64)
+    report = probe_ba(model, windows, indices, K)
+    flows = [r["median_flow_px"] for r in report["windows"] if np.isfinite(r["median_flow_px"])]
+    where = windows.video.path
+    if flows and max(flows) < float(pconf["static_px"]):
+        raise InputError(f"{where}: the camera does not move (median match displacement "
+                         f"{max(flows):.2f} px over a window); fine-tuning needs parallax: use a moving "
+                         "camera or a larger --window-spacing / --stride")
+    if report["success"] == 0:
+        reasons = "; ".join(sorted({r["reason"] for r in report["windows"]}))[:300]
+        raise InputError(f"{where}: none of {len(indices)} probe windows could be reconstructed ({reasons}); "
+                         "try --geometry-from sift, --intrinsics, or a larger --window-spacing")
+    if intr.source == "prior" and conf["refine_focal"]:
+        K, report["focal_search"] = refine_focal(model, windows, indices, K)
+    return K, report
+
+
+def refine_focal(model: FinetuneModel, windows: VideoWindows, indices: list[int], K: np.ndarray,
+                 factors: tuple[float, ...] = (0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 1.8)
+                 ) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Profile search of the focal length: the factor whose BA on the probe windows has the lowest mean
+    final robust cost per observation (windows failing at any factor are left out)."""
+    rows, per = [], {}
+    for f in factors:
+        Kf = K.copy()
+        Kf[0, 0] *= f
+        Kf[1, 1] *= f
+        costs = {}
+        for index in indices:
+            geometry, _ = _window_geometry(model, windows, index)
+            rec = reconstruct_window(geometry.keypoints, geometry.pairs, torch.as_tensor(Kf),
+                                     model.conf["reconstruction"])
+            if rec.success and rec.ba is not None and rec.init.problem is not None:
+                costs[index] = rec.ba.cost_history[-1] / max(1, rec.init.problem.num_observations)
+        per[f] = costs
+    common = set(indices)
+    for costs in per.values():
+        common &= set(costs)
+    if not common:
+        return K, [{"factor": f, "cost": float("nan")} for f in factors]
+    for f in factors:
+        rows.append({"factor": f, "cost": float(np.mean([per[f][i] for i in common]))})
+    best = min(rows, key=lambda r: r["cost"])["factor"]
+    Kb = K.copy()
+    Kb[0, 0] *= best
+    Kb[1, 1] *= best
+    logger.info("focal refinement: factor %.2f of the prior (fx = %.1f px)", best, Kb[0, 0])
+    return Kb, rows
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune on ``conf["video"]`` and write ``conf["out"]`` (see the module docstring).
+
+    Returns:
+        The report (also ``OUT/report.json``) on the main process; ``{}`` on the others.
+    Raises:
+        InputError: bad input (one line naming the file or option); nothing is written then.
+        imatch_s2ld.train.TrainingInterrupted: Ctrl-C/SIGTERM (a checkpoint was saved).
+    """
+    from .report import write_report
+
+    conf = merge_conf(DEFAULT_CONF, conf)
+    if conf["out"] is None:
+        raise InputError("--out is required")
+    out = Path(conf["out"])
+    tconf = dict(conf["train"])
+    last = out / CHECKPOINT_DIR / LAST
+    if tconf["resume"] and not last.is_file():
+        raise InputError(f"{last}: no checkpoint to resume from (--resume)")
+    if not tconf["resume"] and last.is_file() and not tconf["overwrite"]:
+        raise InputError(f"{out}: already holds a fine-tuning run; pass --resume to continue it, "
+                         "--overwrite to start over, or another --out")
+    start_time = time.perf_counter()
+    windows, intr = build_windows(conf)
+    net = load_start(conf["init"])
+    model = FinetuneModel(net, conf["model"])
+    dataset = eval_dataset(conf["eval"])
+    if dataset is not None:
+        load_pairs(dataset)  # fail now on a bad pairs file
+    eval_resize = conf["eval"]["resize"]
+    if eval_resize == "video":
+        eval_resize = max(windows.video.image_size) if conf["resize"] is not None else None
+
+    accelerator = create_accelerator(tconf, out)
+    main_proc = accelerator.is_main_process
+    try:
+        K, probe = preflight(model, windows, intr, conf)  # same result on every rank (deterministic)
+        windows.K = torch.as_tensor(K, dtype=torch.float32)
+        logger.info("%s; %d windows of %d frames; preflight: %d/%d probe windows reconstructed",
+                    intr.description, len(windows), windows.length, probe["success"], len(probe["windows"]))
+        if main_proc:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(conf, out / "config.yaml")
+        accelerator.wait_for_everyone()
+
+        probe_idx = _probe_indices(len(windows), int(conf["probe_windows"]))
+        before = _before(model, windows, probe_idx, dataset, conf, out, eval_resize, main_proc,
+                         bool(tconf["resume"]))
+        validate = None
+        if dataset is not None and int(conf["eval"]["every"]) > 0:
+            def validate(m: FinetuneModel, step: int) -> dict[str, float]:
+                s = evaluate_pairs(m.net, dataset, conf["eval"], out / "eval" / f"step_{step:06d}",
+                                   f"s2ld-finetuned@{step}", eval_resize, 0)
+                return {k: float(s[k]) for k in ("auc@5", "auc@10", "auc@20", "precision")}
+
+        sampler = SceneBalancedSampler([len(windows)], len(windows), seed=int(tconf["seed"]),
+                                       num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+        result = Trainer(tconf, out, accelerator).fit(
+            model, windows, sampler, batch_size=1, num_workers=0, validate=validate,
+            val_every=int(conf["eval"]["every"]), val_at_end=False, run_config=conf)
+        if not result.finished:
+            return {}
+        after: dict[str, Any] = {}
+        if main_proc:
+            model.net.eval()
+            after["probe"] = probe_ba(model, windows, probe_idx)
+            if dataset is not None:
+                after["eval"] = evaluate_pairs(model.net, dataset, conf["eval"], out / "eval" / "after",
+                                               "s2ld-finetuned", eval_resize, int(conf["eval"]["viz"]))
+            report = write_report(out, conf, intr, K, probe, before, after, result,
+                                  time.perf_counter() - start_time)
+        accelerator.wait_for_everyone()
+        return report if main_proc else {}
+    finally:
+        accelerator.end_training()
+
+
+def _before(model: FinetuneModel, windows: VideoWindows, probe_idx: list[int], dataset: DatasetConfig | None,
+            conf: Mapping[str, Any], out: Path, eval_resize: Any, main_proc: bool,
+            resume: bool) -> dict[str, Any]:
+    """Probe-window BA and evaluation of the starting matcher (cached in ``OUT/before.json``)."""
+    import json
+
+    from ..eval.report import write_json
+
+    path = out / "before.json"
+    before: dict[str, Any] = {}
+    if main_proc:
+        if resume and path.is_file():
+            before = json.loads(path.read_text())
+        else:
+            before["probe"] = probe_ba(model, windows, probe_idx)
+            if dataset is not None:
+                before["eval"] = evaluate_pairs(model.net, dataset, conf["eval"], out / "eval" / "before",
+                                                "s2ld-start", eval_resize, int(conf["eval"]["viz"]))
+            write_json(path, before)
+    box = [before]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        broadcast_object_list(box)
+    return box[0]
