@@ -1,13 +1,19 @@
-"""The main job on the embedded default: render the synthetic default scenes, evaluate the
-shipped S2LD checkpoint and the baseline matchers on them, and write a report.
+"""The main job on the embedded default: the whole fine-tuning story on synthetic data.
 
     imatch demo --out outputs/demo
 
-Steps (each an importable function): :func:`imatch_s2ld.synthetic.generate` writes the scenes
-into ``OUT/data``; :func:`imatch_s2ld.eval.evaluate` scores every matcher on two splits
-(``wide-baseline``: the MegaDepth-layout pairs; ``held-out``: the video scenes' evaluation
-pairs) into ``OUT/eval/<split>/<matcher>/``; :func:`write_report` writes ``OUT/report.md``,
-``OUT/report.json`` and ``OUT/auc_<split>.png``.
+1. Render a synthetic **target domain** (preset ``target-fog``: foggy, blurry, noisy streets the
+   shipped checkpoint never saw) -- an unlabeled video plus held-out views with ground truth -- and
+   held-out pairs of the **pretraining domain** (preset ``default``).
+2. Evaluate the shipped S2LD checkpoint and the classical baselines on the target pairs.
+3. Fine-tune S2LD on the target video without labels (:func:`imatch_s2ld.finetune.main`: windows ->
+   matches -> tracks -> bundle adjustment -> loss), evaluating before and after.
+4. Evaluate the fine-tuned checkpoint on the pretraining-domain pairs (no forgetting).
+5. Write ``OUT/report.md`` / ``OUT/report.json`` (tables, relative gains, plots, match pictures).
+
+Every step is an importable function; outputs: ``OUT/data/{target,source}`` (rendered),
+``OUT/finetune/`` (the fine-tuning run: checkpoint, its report, plots, before/after pictures),
+``OUT/eval/<domain>/<matcher>/`` (evaluations), ``OUT/report.{md,json}``.
 """
 
 from __future__ import annotations
@@ -23,118 +29,245 @@ from typing import Any
 
 from .errors import InputError
 
-#: split name -> pairs sub-folder of the generated data (searched for pairs_with_gt.txt files).
-SPLITS = {"wide-baseline": "Undistorted_SfM", "held-out": "video"}
-SUMMARY_KEYS = ("auc@5", "auc@10", "auc@20", "precision", "median_matches", "runtime_s_per_pair",
-                "num_pairs", "num_failures")
-TABLE_HEADER = ("| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs "
-                "| failures |")
+SUMMARY_KEYS = (
+    "auc@5",
+    "auc@10",
+    "auc@20",
+    "precision",
+    "median_matches",
+    "runtime_s_per_pair",
+    "num_pairs",
+    "num_failures",
+)
+TABLE_HEADER = (
+    "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs | failures |"
+)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the main job. ``matchers`` are :func:`imatch_s2ld.load_matcher` names."""
+    """Settings of the main job (defaults: the README's numbers)."""
 
     out: str = "outputs/demo"
-    preset: str = "default"
+    target_preset: str = "target-fog"
+    source_preset: str = "default"
     seed: int = 0
-    matchers: tuple[str, ...] = ("s2ld", "sift", "orb")
-    estimator: str = "ransac"
-    threshold: float | None = None
+    size: tuple[int, int] = (320, 240)
+    frames: int = 80  # target video frames
+    eval_views: int = 16  # held-out target views (pairs among them are evaluated)
+    source_eval_views: int = 16  # held-out pretraining-domain views
+    steps: int = 60
+    geometry_from: str = "sift"
+    baselines: tuple[str, ...] = ("sift", "orb")
     progress: bool = True
-    #: :class:`imatch_s2ld.synthetic.GeneratorConfig` fields overriding the preset (e.g. ``views``).
-    overrides: tuple[tuple[str, Any], ...] = ()
+    #: extra ``imatch_s2ld.finetune.run`` overrides (dotted key, value), e.g. ``("train.lr", 3e-5)``.
+    finetune_overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def _eval(matcher: str, data: Path, out: Path, progress: bool, net: Any = None) -> dict[str, Any]:
+    from .eval import evaluate
+
+    conf = {
+        "dataset": "synthetic",
+        "data": str(data),
+        "matcher": matcher,
+        "progress": progress,
+        "out": str(out),
+        "overwrite": True,
+    }
+    return evaluate(conf, matcher=net)
+
+
+def render(conf: DemoConfig, out: Path) -> tuple[Path, Path]:
+    """Render the target domain (video + held-out views) and the pretraining domain's held-out views;
+    returns their scene folders (``frames/``, ``intrinsics.txt``, ``eval/pairs_with_gt.txt``)."""
+    from .synthetic import generate
+
+    size = tuple(conf.size)
+    generate(
+        conf.target_preset,
+        out / "target",
+        seed=conf.seed,
+        progress=conf.progress,
+        size=size,
+        video_frames=conf.frames,
+        eval_views=conf.eval_views,
+    )
+    generate(
+        conf.source_preset,
+        out / "source",
+        seed=conf.seed + 1,
+        progress=conf.progress,
+        size=size,
+        layouts=("facade",),
+        num_scenes=1,
+        views=0,
+        video_frames=2,
+        eval_views=conf.source_eval_views,
+    )
+    return next((out / "target" / "video").iterdir()), next((out / "source" / "video").iterdir())
 
 
 def run(conf: DemoConfig) -> dict[str, Any]:
-    """Generate, evaluate and report; returns the report content (also in ``report.json``)."""
-    from .eval import evaluate
+    """Render, evaluate, fine-tune, evaluate, report; returns the report (also ``report.json``)."""
+    from .finetune.run import main as finetune
     from .matchers import load_matcher
-    from .synthetic import generate
+    from .models.s2ld import S2LD
 
-    for name in conf.matchers:  # fail on a bad name before minutes of work
+    for name in conf.baselines:  # fail on a bad name before minutes of work
         load_matcher(name)
     out = Path(conf.out)
     start = time.perf_counter()
-    print(f"[1/3] rendering synthetic preset {conf.preset!r} (seed {conf.seed}) into {out / 'data'}")
-    data = generate(conf.preset, out / "data", seed=conf.seed, progress=conf.progress,
-                    **dict(conf.overrides))
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    step = 2
-    for split, folder in SPLITS.items():
-        for matcher in conf.matchers:
-            print(f"[{step}/3] evaluating {matcher} on the {split} pairs")
-            summary = evaluate({
-                "dataset": "synthetic", "data": str(out / "data" / folder), "matcher": matcher,
-                "estimator": conf.estimator, "threshold": conf.threshold, "progress": conf.progress,
-                "out": str(out / "eval" / split / _slug(matcher)),
-            })
-            results.setdefault(split, {})[matcher] = summary
-        step = 3
-    report = write_report(out, conf, results, data.render_rate, time.perf_counter() - start)
-    print(f"[3/3] wrote {out / 'report.md'} and {out / 'report.json'}")
+    print(
+        f"[1/5] rendering the target domain ({conf.target_preset}, {conf.frames}-frame video) and the "
+        f"pretraining domain's held-out views into {out / 'data'}",
+        flush=True,
+    )
+    target, source = render(conf, out / "data")
+    results: dict[str, dict[str, dict[str, Any]]] = {"target": {}, "source": {}}
+    print(
+        f"[2/5] baselines on the target pairs: {', '.join(conf.baselines)}; shipped S2LD on the "
+        "pretraining-domain pairs",
+        flush=True,
+    )
+    for name in conf.baselines:
+        results["target"][name] = _eval(name, target / "eval", out / "eval" / "target" / name, conf.progress)
+    results["source"]["s2ld (shipped)"] = _eval(
+        "s2ld", source / "eval", out / "eval" / "source" / "s2ld", conf.progress
+    )
+    print(
+        f"[3/5] fine-tuning S2LD on the unlabeled target video for {conf.steps} steps "
+        f"(geometry from {conf.geometry_from}); before/after on the target pairs",
+        flush=True,
+    )
+    ft_conf: dict[str, Any] = {
+        "video": str(target / "frames"),
+        "intrinsics": str(target / "intrinsics.txt"),
+        "out": str(out / "finetune"),
+        "eval": {"pairs": str(target / "eval" / "pairs_with_gt.txt")},
+        "model": {"geometry_from": conf.geometry_from},
+        "train": {"max_steps": conf.steps, "overwrite": True, "progress": conf.progress},
+    }
+    for key, value in conf.finetune_overrides:
+        node = ft_conf
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    ft = finetune(ft_conf)
+    results["target"]["s2ld (shipped)"] = ft["before"]
+    results["target"]["s2ld (fine-tuned)"] = ft["after"]
+    print("[4/5] fine-tuned S2LD on the pretraining-domain pairs", flush=True)
+    tuned = S2LD.from_checkpoint(out / "finetune" / "model.pt")
+    results["source"]["s2ld (fine-tuned)"] = _eval(
+        "s2ld-finetuned", source / "eval", out / "eval" / "source" / "s2ld-finetuned", conf.progress, tuned
+    )
+    report = write_report(out, conf, results, ft, time.perf_counter() - start)
+    print(
+        f"[5/5] wrote {out / 'report.md'} and {out / 'report.json'} ({report['seconds']:.0f} s)", flush=True
+    )
     return report
 
 
-def write_report(
-    out: Path, conf: DemoConfig, results: dict[str, dict[str, dict[str, Any]]],
-    render_rate: float, seconds: float,
-) -> dict[str, Any]:
-    """Write ``report.md``, ``report.json`` and one AUC-curve plot per split; return the JSON."""
-    from .eval.viz import plot_auc_curve
+def _gain(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        k: (after[k] - before[k]) / before[k] * 100 if before[k] else None
+        for k in ("auc@5", "auc@10", "auc@20")
+    }
 
-    protocol = next(iter(next(iter(results.values())).values()))["protocol"]
+
+def write_report(
+    out: Path,
+    conf: DemoConfig,
+    results: dict[str, dict[str, dict[str, Any]]],
+    ft: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """Write ``report.md`` and ``report.json``; return the JSON content."""
+    gains = {d: _gain(r["s2ld (shipped)"], r["s2ld (fine-tuned)"]) for d, r in results.items()}
+    protocol = results["target"]["s2ld (fine-tuned)"]["protocol"]
+    f = ft["finetune"]
+    pb, pa = ft["ba_probe"]["before"], ft["ba_probe"]["after"]
     lines = [
-        "# imatch_s2ld demo: matchers on the synthetic default scenes", "",
-        f"Preset `{conf.preset}`, seed {conf.seed}, rendered at {render_rate:.1f} views/s; "
-        f"whole run {seconds:.0f} s.", "",
+        "# imatch_s2ld demo: self-supervised fine-tuning on a new domain",
+        "",
+        f"Target domain `{conf.target_preset}` ({conf.frames}-frame unlabeled video, "
+        f"{conf.size[0]}x{conf.size[1]}), pretraining domain `{conf.source_preset}`; seed {conf.seed}; "
+        f"whole run {seconds:.0f} s.",
+        "",
+        f"Fine-tuning: {f['steps']} steps from the shipped checkpoint, geometry from `{conf.geometry_from}`, "
+        f"{f['skipped_windows']} of {f['windows']} windows skipped; BA RMS on {pb['windows']} "
+        f"probe windows {_num(pb['ba_rms_px'])} -> {_num(pa['ba_rms_px'])} px. "
+        "Details: [finetune/report.md](finetune/report.md).",
+        "",
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
-        "translation-direction angle); AUC in percent (SuperGlue/LoFTR protocol); precision = "
-        f"matches with squared symmetric epipolar distance < {protocol['epipolar_threshold']:g} "
-        "(normalized coordinates), percent.", "",
+        "translation-direction angle); AUC in percent; precision = matches with squared symmetric "
+        "epipolar distance < "
+        f"{protocol['epipolar_threshold']:g} (normalized coordinates), percent.",
+        "",
     ]
-    for split, per_matcher in results.items():
-        lines += [f"## {split} pairs", "", TABLE_HEADER, "|---" * 9 + "|"]
-        curves = {}
-        for matcher, s in per_matcher.items():
+    titles = {"target": "Target domain (new): held-out pairs", "source": "Pretraining domain: held-out pairs"}
+    for domain, per in results.items():
+        lines += [f"## {titles[domain]}", "", TABLE_HEADER, "|---" * 9 + "|"]
+        for name, s in per.items():
             lines.append(
-                f"| {matcher} | {s['auc@5']:.1f} | {s['auc@10']:.1f} | {s['auc@20']:.1f} | "
-                f"{s['precision']:.1f} | {s['median_matches']:.0f} | {s['runtime_s_per_pair']:.3f} | "
-                f"{s['num_pairs']} | {s['num_failures']} |")
-            rows = json.loads((out / "eval" / split / _slug(matcher) / "results.json").read_text())
-            curves[matcher] = [r["err_pose"] if r["err_pose"] is not None else float("inf") for r in rows]
-        plot = plot_auc_curve(curves, out / f"auc_{split}.png", 20.0, title=f"{split} pairs")
-        lines += ["", f"![cumulative pose error]({plot.name})  Per-pair results and match pictures: "
-                  f"`eval/{split}/<matcher>/` (`results.csv`, `viz/`).", ""]
+                f"| {name} | {s['auc@5']:.1f} | {s['auc@10']:.1f} | {s['auc@20']:.1f} | {s['precision']:.1f} "
+                f"| {s['median_matches']:.0f} | {s['runtime_s_per_pair']:.3f} | {s['num_pairs']} | "
+                f"{s['num_failures']} |"
+            )
+        g = gains[domain]
+        lines += [
+            "",
+            "S2LD relative change after fine-tuning: "
+            + ", ".join(f"{k} {_num(v, '+.0f')}%" for k, v in g.items()),
+            "",
+        ]
+    lines += ["![training](finetune/training.png)", ""]
+    lines += [f"![{Path(p).stem}](finetune/{p})" for p in ft["pictures"][:2]]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     report = {
-        "preset": conf.preset, "seed": conf.seed, "render_rate_views_per_s": render_rate,
-        "seconds": seconds, "protocol": protocol,
-        "results": {split: {m: {k: s[k] for k in SUMMARY_KEYS} for m, s in per.items()}
-                    for split, per in results.items()},
+        "target_preset": conf.target_preset,
+        "source_preset": conf.source_preset,
+        "seed": conf.seed,
+        "seconds": seconds,
+        "protocol": protocol,
+        "results": {
+            d: {m: {k: s[k] for k in SUMMARY_KEYS} for m, s in per.items()} for d, per in results.items()
+        },
+        "relative_gain_percent": gains,
+        "finetune": f,
+        "ba_probe": ft["ba_probe"],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def _slug(matcher: str) -> str:
-    return matcher.replace(":", "_").replace("/", "_")
+def _num(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``imatch demo [--out DIR] [--preset NAME] [--seed N] [--matchers s2ld,sift,orb]``."""
+    """CLI: ``imatch demo [--out DIR] [--steps N] [--frames N] [--seed N] [--geometry-from SRC]``."""
     p = argparse.ArgumentParser(prog="imatch demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DemoConfig.out, help="output directory (default outputs/demo)")
-    p.add_argument("--preset", default=DemoConfig.preset, help="synthetic preset (default: default)")
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
-    p.add_argument("--matchers", default=",".join(DemoConfig.matchers),
-                   help="comma-separated matcher names (default s2ld,sift,orb)")
-    p.add_argument("--estimator", default=DemoConfig.estimator, help="ransac, magsac or pycolmap")
-    p.add_argument("--threshold", type=float, default=None, help="inlier threshold in pixels")
+    p.add_argument("--steps", type=int, default=DemoConfig.steps, help="fine-tuning steps (default 60)")
+    p.add_argument("--frames", type=int, default=DemoConfig.frames, help="target video frames (default 80)")
+    p.add_argument("--geometry-from", default=DemoConfig.geometry_from, choices=("matcher", "sift", "both"))
+    p.add_argument(
+        "--baselines", default=",".join(DemoConfig.baselines), help="comma-separated (default sift,orb)"
+    )
     p.add_argument("--no-progress", action="store_false", dest="progress")
     args = p.parse_args(argv)
-    conf = DemoConfig(args.out, args.preset, args.seed, tuple(m for m in args.matchers.split(",") if m),
-                      args.estimator, args.threshold, args.progress)
+    conf = DemoConfig(
+        out=args.out,
+        seed=args.seed,
+        steps=args.steps,
+        frames=args.frames,
+        geometry_from=args.geometry_from,
+        baselines=tuple(m for m in args.baselines.split(",") if m),
+        progress=args.progress,
+    )
     try:
         run(conf)
     except InputError as err:

@@ -27,14 +27,22 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser:
-    p = ArgumentParser(prog=prog, description="Self-supervised fine-tuning of S2LD on an unlabeled video "
-                       "(iMatching: matches -> tracks -> bundle adjustment -> reprojection loss).",
-                       epilog="Overrides: dotted keys with YAML values, e.g. model.loss.triangulation_weight=0.2")
+    p = ArgumentParser(
+        prog=prog,
+        description="Self-supervised fine-tuning of S2LD on an unlabeled video "
+        "(iMatching: matches -> tracks -> bundle adjustment -> reprojection loss).",
+        epilog="Overrides: dotted keys with YAML values, e.g. model.loss.triangulation_weight=0.2",
+    )
     p.add_argument("--video", required=True, help="folder of frames (jpg/png, natural order) or a video file")
     p.add_argument("--out", required=True, help="output folder (checkpoints, report, plots)")
-    p.add_argument("--intrinsics", help="3x3 text file, COLMAP cameras.txt or JSON (default: EXIF, then a prior)")
-    p.add_argument("--refine-focal", action="store_true",
-                   help="with the prior intrinsics: choose the focal length by BA cost on probe windows")
+    p.add_argument(
+        "--intrinsics", help="3x3 text file, COLMAP cameras.txt or JSON (default: EXIF, then a prior)"
+    )
+    p.add_argument(
+        "--refine-focal",
+        action="store_true",
+        help="with the prior intrinsics: choose the focal length by BA cost on probe windows",
+    )
     p.add_argument("--init", help="starting S2LD checkpoint (default: the shipped one)")
     p.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, help="use at most N frames")
@@ -43,8 +51,11 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
     p.add_argument("--window-length", type=int, help="frames per window (default 4)")
     p.add_argument("--window-spacing", type=int, help="frame step inside a window (default 2)")
-    p.add_argument("--geometry-from", choices=GEOMETRY_SOURCES,
-                   help="BA tracks from the matcher itself (default), SIFT, or both")
+    p.add_argument(
+        "--geometry-from",
+        choices=GEOMETRY_SOURCES,
+        help="window poses from SIFT tracks (default), the matcher itself, or both",
+    )
     p.add_argument("--eval-pairs", help="pairs_with_gt.txt or a COLMAP model folder: AUC before/after")
     p.add_argument("--eval-images", help="images of --eval-pairs (default: next to it)")
     p.add_argument("--eval-max-pairs", type=int, help="evaluate only the first N pairs")
@@ -63,19 +74,42 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The run configuration: defaults <- ``--config`` <- options <- dotted overrides."""
     from .run import DEFAULT_CONF
 
-    options: dict[str, Any] = {"video": args.video, "out": args.out, "intrinsics": args.intrinsics,
-                               "init": args.init, "stride": args.stride, "max_frames": args.max_frames,
-                               "resize": args.resize}
+    options: dict[str, Any] = {
+        "video": args.video,
+        "out": args.out,
+        "intrinsics": args.intrinsics,
+        "init": args.init,
+        "stride": args.stride,
+        "max_frames": args.max_frames,
+        "resize": args.resize,
+    }
     if args.refine_focal:
         options["refine_focal"] = True
-    window = {k: v for k, v in (("length", args.window_length), ("spacing", args.window_spacing)) if v is not None}
-    train = {k: v for k, v in (("max_steps", args.steps), ("lr", args.lr), ("seed", args.seed)) if v is not None}
+    window = {
+        k: v for k, v in (("length", args.window_length), ("spacing", args.window_spacing)) if v is not None
+    }
+    train = {
+        k: v for k, v in (("max_steps", args.steps), ("lr", args.lr), ("seed", args.seed)) if v is not None
+    }
     train.update({k: True for k in ("cpu", "resume", "overwrite") if getattr(args, k)})
     if args.no_progress:
         train["progress"] = False
-    ev = {k: v for k, v in (("pairs", args.eval_pairs), ("images", args.eval_images),
-                            ("max_pairs", args.eval_max_pairs), ("every", args.eval_every)) if v is not None}
-    layered = {**{k: v for k, v in options.items() if v is not None}, "window": window, "train": train, "eval": ev}
+    ev = {
+        k: v
+        for k, v in (
+            ("pairs", args.eval_pairs),
+            ("images", args.eval_images),
+            ("max_pairs", args.eval_max_pairs),
+            ("every", args.eval_every),
+        )
+        if v is not None
+    }
+    layered = {
+        **{k: v for k, v in options.items() if v is not None},
+        "window": window,
+        "train": train,
+        "eval": ev,
+    }
     if args.geometry_from is not None:
         layered["model"] = {"geometry_from": args.geometry_from}
     conf = build_config(DEFAULT_CONF, args.config, layered)
@@ -99,12 +133,18 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     elif rank == 0:
         b, a = report["before"], report["after"]
         if b and a:
-            print("AUC@5/10/20 before: {:.1f}/{:.1f}/{:.1f}  after: {:.1f}/{:.1f}/{:.1f}".format(
-                b["auc@5"], b["auc@10"], b["auc@20"], a["auc@5"], a["auc@10"], a["auc@20"]))
+            print(
+                "AUC@5/10/20 before: {:.1f}/{:.1f}/{:.1f}  after: {:.1f}/{:.1f}/{:.1f}".format(
+                    b["auc@5"], b["auc@10"], b["auc@20"], a["auc@5"], a["auc@10"], a["auc@20"]
+                )
+            )
         pb, pa = report["ba_probe"]["before"], report["ba_probe"]["after"]
         if pb["ba_rms_px"] is not None and pa["ba_rms_px"] is not None:
-            print(f"BA RMS on {pb['windows']} probe windows: {pb['ba_rms_px']:.3f} px -> {pa['ba_rms_px']:.3f} px "
-                  f"({pb['success']} -> {pa['success']} reconstructed)")
+            print(
+                f"BA RMS on {pb['windows']} probe windows: {pb['ba_rms_px']:.3f} px -> "
+                f"{pa['ba_rms_px']:.3f} px "
+                f"({pb['success']} -> {pa['success']} reconstructed)"
+            )
         print(f"wrote {conf['out']}/report.md, report.json and the checkpoint {report['checkpoint']}")
     return 0
 
@@ -112,8 +152,11 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 def main(argv: Sequence[str] | None = None, prog: str = "finetune_unlabeled.py") -> int:
     """Command-line entry point; returns the exit code."""
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("imatch_s2ld.finetune.model",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return run_command(prog, build_parser(prog), argv, lambda args: _run(args, rank), intermixed=True)

@@ -44,13 +44,17 @@ class VideoWindows(Dataset):
         self.video, self.length, self.spacing = video, int(length), int(spacing)
         self.span = (self.length - 1) * self.spacing + 1
         if len(video) < self.span:
-            raise InputError(f"{video.path}: {len(video)} frames selected, a window of {self.length} frames "
-                             f"spaced {self.spacing} needs {self.span} (lower --window-length / "
-                             "--window-spacing or use more frames)")
+            raise InputError(
+                f"{video.path}: {len(video)} frames selected, a window of {self.length} frames "
+                f"spaced {self.spacing} needs {self.span} (lower --window-length / "
+                "--window-spacing or use more frames)"
+            )
         self.size = cropped_size(video.image_size)
         if min(self.size) < 4 * COARSE_STRIDE:
-            raise InputError(f"{video.path}: frames of {video.image_size[0]}x{video.image_size[1]} are too "
-                             "small (at least 32x32 after --resize)")
+            raise InputError(
+                f"{video.path}: frames of {video.image_size[0]}x{video.image_size[1]} are too "
+                "small (at least 32x32 after --resize)"
+            )
         self.K = torch.as_tensor(np.asarray(K, dtype=np.float32))
 
     def __len__(self) -> int:

@@ -27,8 +27,12 @@ __all__ = ["GEOMETRY_SOURCES", "merge_window_matches", "sift_window_matches"]
 GEOMETRY_SOURCES = ("matcher", "sift", "both")
 
 
-def sift_window_matches(images: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]],
-                        num_features: int = 2000, ratio: float = 0.8) -> WindowMatches:
+def sift_window_matches(
+    images: Sequence[np.ndarray],
+    pairs: Sequence[tuple[int, int]],
+    num_features: int = 2000,
+    ratio: float = 0.8,
+) -> WindowMatches:
     """SIFT keypoints detected once per frame and matched per pair (so tracks can form).
 
     Args:
@@ -60,14 +64,18 @@ def merge_window_matches(first: WindowMatches, second: WindowMatches) -> WindowM
     offset = first.keypoints.counts
     kps = Keypoints.create(
         [np.concatenate([a, b]) for a, b in zip(first.keypoints.xy, second.keypoints.xy)],
-        [np.concatenate([a, b]) for a, b in zip(first.keypoints.confidence, second.keypoints.confidence)])
+        [np.concatenate([a, b]) for a, b in zip(first.keypoints.confidence, second.keypoints.confidence)],
+    )
     merged: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
     for pm in first.pairs:
         merged.setdefault((pm.i, pm.j), []).append((pm.matches, pm.confidence))
     for pm in second.pairs:
         shifted = pm.matches + np.array([offset[pm.i], offset[pm.j]], dtype=np.int64)
         merged.setdefault((pm.i, pm.j), []).append((shifted, pm.confidence))
-    pairs = [PairMatches.create(i, j, np.concatenate([m for m, _ in parts]).reshape(-1, 2),
-                                np.concatenate([c for _, c in parts]))
-             for (i, j), parts in merged.items()]
+    pairs = [
+        PairMatches.create(
+            i, j, np.concatenate([m for m, _ in parts]).reshape(-1, 2), np.concatenate([c for _, c in parts])
+        )
+        for (i, j), parts in merged.items()
+    ]
     return WindowMatches(kps, pairs)

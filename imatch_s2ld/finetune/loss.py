@@ -10,6 +10,11 @@ the BA optimum), every pair ``(a, b)`` of the window is matched again **with** g
   ``pi(T*_b p*)``. Residuals are divided by the image's longer side (image-size invariant) and pass
   through a Cauchy kernel of width ``reprojection_scale_px`` (robust to BA outliers), weighted by the
   BA observation weight.
+- **Matching term.** The matching probabilities (``scores``) get pseudo-labels from the BA
+  geometry: track matches and predicted matches within ``epipolar_pos_px`` (Sampson distance with
+  the BA relative pose) are positives, predicted matches beyond ``epipolar_neg_px`` negatives
+  (focal loss, as in pretraining). This is what teaches the coarse matcher to drop matches the
+  window's geometry rejects and to find the ones its tracks imply.
 - **Triangulation term.** The network's own predicted matches of the pair go through the same
   :class:`imatch_s2ld.losses.TriangulationRegularizer` as pretraining, supervised by the BA relative
   pose ``T*_b T*_a^-1`` (no depth: the reprojection form is scale-free).
@@ -28,18 +33,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..ba.initialize import triangulate_tracks
 from ..ba.pipeline import WindowReconstruction
+from ..ba.tracks import PairMatches, build_tracks
 from ..conf import merge_conf
+from ..geometry.epipolar import sampson_distance
+from ..losses.matching import focal_loss
 from ..losses.triangulation import TriangulationRegularizer
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .window import WindowMatches
 
-__all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets"]
+__all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches"]
 
 DEFAULT_CONF: dict[str, Any] = {
     "reprojection_weight": 1.0,
     "reprojection_scale_px": 2.0,  # Cauchy width, pixels
+    "matching_weight": 1.0,
+    "epipolar_pos_px": 1.5,  # predicted match within this Sampson distance: positive
+    "epipolar_neg_px": 6.0,  # beyond this: negative (in between: not labelled)
     "triangulation_weight": 0.1,
     "triangulation": {"kernel": "cauchy"},  # TriangulationRegularizer overrides
 }
@@ -47,38 +59,127 @@ DEFAULT_CONF: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class WindowTargets:
-    """Fixed BA targets of a window.
+    """Fixed targets of a window's S2LD keypoints (from its BA solution).
 
     Attributes:
-        xy: ``(N, Kmax, 2)`` target pixel of keypoint ``k`` of window frame ``n`` (BA reprojection of
-            its landmark); weight: ``(N, Kmax)`` its weight (0: no target).
+        xy: ``(N, Kmax, 2)`` target pixel of keypoint ``k`` of window frame ``n`` (reprojection of its
+            landmark with the BA pose); weight: ``(N, Kmax)`` its weight (0: no target).
+        track: ``(N, Kmax)`` int64 landmark id of the keypoint (-1: none). Two keypoints of different
+            frames with the same id correspond, whether or not that pair matched them (transitivity).
         T_cw: ``(N, 4, 4)`` BA world-to-camera pose of each window frame; registered: ``(N,)`` bool.
     """
 
     xy: Tensor
     weight: Tensor
+    track: Tensor
     T_cw: Tensor
     registered: Tensor
 
-    @classmethod
-    def from_reconstruction(cls, rec: WindowReconstruction, matches: WindowMatches) -> WindowTargets:
-        """Targets of a successful :func:`imatch_s2ld.ba.reconstruct_window` (raises ValueError otherwise)."""
+    @staticmethod
+    def _poses(rec: WindowReconstruction, N: int) -> tuple[Tensor, Tensor]:
         if not rec.success or rec.ba is None:
             raise ValueError(f"window reconstruction failed: {rec.reason}")
-        N = matches.keypoints.num_frames
-        kmax = max((len(x) for x in matches.keypoints.xy), default=0)
-        frame_kpt, target, weight = rec.keypoint_targets()
-        xy = torch.zeros(N, kmax, 2, dtype=torch.float32)
-        w = torch.zeros(N, kmax, dtype=torch.float32)
-        f, k = frame_kpt[:, 0].cpu(), frame_kpt[:, 1].cpu()
-        xy[f, k] = target.float().cpu()
-        w[f, k] = weight.float().cpu()
         T = torch.eye(4).repeat(N, 1, 1)
         reg = torch.zeros(N, dtype=torch.bool)
         frames = torch.as_tensor(rec.init.frames, dtype=torch.long)
         T[frames] = rec.ba.poses.float().cpu()
         reg[frames] = True
-        return cls(xy, w, T, reg)
+        return T, reg
+
+    @classmethod
+    def from_reconstruction(cls, rec: WindowReconstruction, matches: WindowMatches,
+                            num_keypoints: Any = None) -> WindowTargets:
+        """The inlier observations of a successful :func:`imatch_s2ld.ba.reconstruct_window` of
+        ``matches`` (raises ValueError on a failed reconstruction). ``num_keypoints``: ``(N,)`` keep only
+        keypoints below this index per frame (the S2LD ones of a merged set); None: all."""
+        N = matches.keypoints.num_frames
+        T, reg = cls._poses(rec, N)
+        counts = torch.as_tensor(matches.keypoints.counts if num_keypoints is None else num_keypoints)
+        kmax = int(counts.max()) if len(counts) else 0
+        frame_kpt, target, weight = rec.keypoint_targets()
+        landmark = rec.init.problem.obs_point[rec.ba.inliers].cpu()
+        mine = frame_kpt[:, 1].cpu() < counts[frame_kpt[:, 0].cpu()]
+        frame_kpt, target, weight, landmark = frame_kpt[mine], target[mine], weight[mine], landmark[mine]
+        xy = torch.zeros(N, kmax, 2, dtype=torch.float32)
+        w = torch.zeros(N, kmax, dtype=torch.float32)
+        track = torch.full((N, kmax), -1, dtype=torch.long)
+        f, k = frame_kpt[:, 0].cpu(), frame_kpt[:, 1].cpu()
+        xy[f, k] = target.float().cpu()
+        w[f, k] = weight.float().cpu()
+        track[f, k] = landmark
+        return cls(xy, w, track, T, reg)
+
+    @classmethod
+    def from_poses(cls, rec: WindowReconstruction, matches: WindowMatches, K: Tensor,
+                   max_epipolar_px: float = 2.0, max_reprojection_px: float = 3.0) -> WindowTargets:
+        """Targets for keypoints that are **not** in the BA (``--geometry-from sift``): ``matches``
+        consistent with the BA poses (Sampson distance below ``max_epipolar_px``) form tracks, each
+        triangulated with the fixed BA poses (DLT); observations reprojecting within
+        ``max_reprojection_px`` get the reprojection as target (tracks keep >= 2 of them)."""
+        N = matches.keypoints.num_frames
+        T, reg = cls._poses(rec, N)
+        kmax = max((len(x) for x in matches.keypoints.xy), default=0)
+        xy = torch.zeros(N, kmax, 2, dtype=torch.float32)
+        w = torch.zeros(N, kmax, dtype=torch.float32)
+        track = torch.full((N, kmax), -1, dtype=torch.long)
+        Kd = K.detach().double().cpu().expand(N, 3, 3)
+        Td = T.double()
+        kp = [torch.as_tensor(x, dtype=torch.float64) for x in matches.keypoints.xy]
+        kept = []
+        for pm in matches.pairs:
+            a, b = pm.i, pm.j
+            if not (bool(reg[a]) and bool(reg[b])) or len(pm.matches) == 0:
+                continue
+            m = torch.as_tensor(pm.matches, dtype=torch.long)
+            d = sampson_distance(kp[a][m[:, 0]], kp[b][m[:, 1]], fundamental(Td[b] @ torch.linalg.inv(Td[a]),
+                                                                            Kd[a], Kd[b]), squared=False)
+            keep = (d < max_epipolar_px).numpy()
+            kept.append(PairMatches.create(a, b, pm.matches[keep], pm.confidence[keep]))
+        tracks = build_tracks(matches.keypoints.counts, kept)
+        if tracks.num_tracks == 0:
+            return cls(xy, w, track, T, reg)
+        obs_t = torch.as_tensor(tracks.obs_track, dtype=torch.long)
+        obs_f = torch.as_tensor(tracks.obs_frame, dtype=torch.long)
+        obs_k = torch.as_tensor(tracks.obs_kpt, dtype=torch.long)
+        pts = torch.zeros(N, tracks.num_tracks, 2, dtype=torch.float64)
+        vis = torch.zeros(N, tracks.num_tracks, dtype=torch.float64)
+        obs_xy = torch.stack([kp[int(f)][int(k)] for f, k in zip(obs_f, obs_k)])
+        pts[obs_f, obs_t] = obs_xy
+        vis[obs_f, obs_t] = 1.0
+        X, valid = triangulate_tracks(pts, Kd, Td, vis)
+        cam = (Td[obs_f, :3, :3] @ X[obs_t, :, None])[..., 0] + Td[obs_f, :3, 3]
+        proj = (Kd[obs_f] @ cam[..., None])[..., 0]
+        proj = proj[:, :2] / proj[:, 2:].clamp_min(1e-9)
+        good = valid[obs_t] & (cam[:, 2] > 0) & ((proj - obs_xy).norm(dim=-1) < max_reprojection_px)
+        count = torch.zeros(tracks.num_tracks, dtype=torch.long).index_add_(0, obs_t, good.long())
+        good &= count[obs_t] >= 2
+        f, k = obs_f[good], obs_k[good]
+        xy[f, k] = proj[good].float()
+        w[f, k] = 1.0
+        track[f, k] = obs_t[good]
+        return cls(xy, w, track, T, reg)
+
+
+def fundamental(T_ab: Tensor, Ka: Tensor, Kb: Tensor) -> Tensor:
+    """``(3, 3)`` fundamental matrix of ``T_ab`` (frame a to frame b): ``x_b^T F x_a = 0`` in pixels."""
+    R, t = T_ab[:3, :3], T_ab[:3, 3]
+    tx = torch.zeros(3, 3, dtype=T_ab.dtype, device=T_ab.device)
+    tx[0, 1], tx[0, 2], tx[1, 0], tx[1, 2], tx[2, 0], tx[2, 1] = -t[2], t[1], t[2], -t[0], -t[1], t[0]
+    return torch.linalg.inv(Kb).T @ (tx @ R) @ torch.linalg.inv(Ka)
+
+
+def track_matches(track_a: Tensor, track_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Keypoint pairs ``(i, j)`` of two frames sharing a landmark id (ids < 0: none)."""
+    n = max(int(track_a.max()) if track_a.numel() else -1, int(track_b.max()) if track_b.numel() else -1) + 1
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=track_a.device)
+        return empty, empty
+    lookup = torch.full((n,), -1, dtype=torch.long, device=track_a.device)
+    jb = torch.nonzero(track_b >= 0).flatten()
+    lookup[track_b[jb]] = jb
+    ia = torch.nonzero(track_a >= 0).flatten()
+    j = lookup[track_a[ia]]
+    return ia[j >= 0], j[j >= 0]
 
 
 def _cauchy(s: Tensor, c: float) -> Tensor:
@@ -107,23 +208,22 @@ class FinetuneLoss:
         long_side = float(max(H, W))
         c = float(self.conf["reprojection_scale_px"]) / long_side
         Kn = K.to(dev).float().expand(images.shape[0], 3, 3)
-        xy_t, w_t = targets.xy.to(dev), targets.weight.to(dev)
+        xy_t, w_t, tr_t = targets.xy.to(dev), targets.weight.to(dev), targets.track.to(dev)
         T = targets.T_cw.to(dev)
         was_training = model.training
         model.eval()
         rep_sum = images.new_zeros(())
         rep_w = images.new_zeros(())
-        tri_terms, px = [], []
+        tri_terms, match_terms, px = [], [], []
+        n_pos = n_neg = 0
         n_pairs = n_targets = 0
         try:
             for pm in matches.pairs:
                 a, b = pm.i, pm.j
                 if not (bool(targets.registered[a]) and bool(targets.registered[b])):
                     continue
-                m = torch.as_tensor(pm.matches, dtype=torch.long, device=dev).reshape(-1, 2)
-                wa, wb = w_t[a, m[:, 0]], w_t[b, m[:, 1]]
-                sel = (wa > 0) & (wb > 0)
-                i, j = m[sel, 0], m[sel, 1]
+                i, j = track_matches(tr_t[a], tr_t[b])  # every pair of the same landmark (transitive)
+                wa, wb = w_t[a, i], w_t[b, j]
                 extra = (torch.zeros_like(i), i, j)
                 out = model(images[a:a + 1], images[b:b + 1], extra_matches=extra)
                 n_pairs += 1
@@ -131,26 +231,51 @@ class FinetuneLoss:
                 if bool(ex.any()):
                     r0 = (out.mkpts0[ex] - xy_t[a, i]) / long_side
                     r1 = (out.mkpts1[ex] - xy_t[b, j]) / long_side
-                    w = torch.sqrt(wa[sel] * wb[sel])
+                    w = torch.sqrt(wa * wb)
                     cost = _cauchy(r0.square().sum(-1), c) + _cauchy(r1.square().sum(-1), c)
                     rep_sum = rep_sum + (w * cost).sum()
                     rep_w = rep_w + w.sum()
                     px.append(torch.cat([r0, r1]).detach().norm(dim=-1) * long_side)
                     n_targets += int(ex.sum())
                 pred = ~ex
+                T_ab = T[b] @ torch.linalg.inv(T[a])
                 if bool(pred.any()):
-                    T_ab = T[b] @ torch.linalg.inv(T[a])
                     reg = self.regularizer(out.mkpts0[pred], out.mkpts1[pred], Kn[a], Kn[b], T_ab,
-                                           weights=out.mconf[pred], image_size=(int(W), int(H)))
+                                           weights=out.mconf[pred].detach(), image_size=(int(W), int(H)))
                     tri_terms.append(reg.loss)
+                if self.conf["matching_weight"] > 0:
+                    term, p, n = self._matching(out, ex, T_ab, Kn[a], Kn[b])
+                    match_terms.append(term)
+                    n_pos, n_neg = n_pos + p, n_neg + n
         finally:
             model.train(was_training)
         reprojection = rep_sum / rep_w.clamp_min(1e-12) * (1.0 / (c * c))  # ~ squared error in kernel widths
         triangulation = torch.stack(tri_terms).mean() if tri_terms else images.new_zeros(())
+        matching = torch.stack(match_terms).mean() if match_terms else images.new_zeros(())
         total = (self.conf["reprojection_weight"] * reprojection
+                 + self.conf["matching_weight"] * matching
                  + self.conf["triangulation_weight"] * triangulation)
         mean_px = torch.cat(px).mean() if px else images.new_full((), float("nan"))
         terms = {"reprojection": reprojection.detach(), "triangulation": triangulation.detach(),
+                 "matching": matching.detach(), "pseudo_positives": rep_w.new_tensor(float(n_pos)),
+                 "pseudo_negatives": rep_w.new_tensor(float(n_neg)),
                  "reproj_px": mean_px, "num_targets": rep_w.new_tensor(float(n_targets)),
                  "num_pairs": rep_w.new_tensor(float(n_pairs))}
         return LossOutput(total.float(), terms)
+
+    def _matching(self, out: Any, extra: Tensor, T_ab: Tensor, Ka: Tensor,
+                  Kb: Tensor) -> tuple[Tensor, int, int]:
+        """Focal loss on ``out.scores`` at the pair's matches, labelled by the BA geometry."""
+        F = fundamental(T_ab, Ka, Kb)
+        with torch.no_grad():
+            d = sampson_distance(out.mkpts0.detach().double(), out.mkpts1.detach().double(), F.double(),
+                                 squared=False)
+        pos = extra | (d < float(self.conf["epipolar_pos_px"]))
+        neg = ~extra & (d > float(self.conf["epipolar_neg_px"]))
+        labelled = pos | neg
+        target = torch.zeros_like(out.scores, dtype=torch.bool)
+        valid = torch.zeros_like(target)
+        b, i, j = out.matches_b[labelled], out.matches_i[labelled], out.matches_j[labelled]
+        valid[b, i, j] = True
+        target[b, i, j] = pos[labelled]
+        return focal_loss(out.scores, target, valid), int(pos.sum()), int(neg.sum())

@@ -17,6 +17,7 @@ skip is reported in the ``skipped`` term (1) with the reason logged; the other s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -44,7 +45,7 @@ __all__ = ["DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "window_statistics"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONF: dict[str, Any] = {
-    "geometry_from": "matcher",  # matcher | sift | both
+    "geometry_from": "sift",  # sift | matcher | both (README: measured comparison)
     "max_gap": None,  # match window frames at most this many apart (None: all pairs)
     "min_confidence": 0.0,  # S2LD matches below this confidence do not enter tracks
     "sift": {"num_features": 2000, "ratio": 0.8},
@@ -54,9 +55,21 @@ DEFAULT_CONF: dict[str, Any] = {
 }
 
 #: Statistics logged per step besides the loss terms (NaN on skipped windows).
-STAT_KEYS = ("skipped", "ba_rms_init_px", "ba_rms_px", "ba_cost_init", "ba_cost", "num_tracks",
-             "num_points", "inlier_ratio", "registered_frames", "s2ld_matches", "tracked_s2ld_matches",
-             "time_match_s", "time_ba_s")
+STAT_KEYS = (
+    "skipped",
+    "ba_rms_init_px",
+    "ba_rms_px",
+    "ba_cost_init",
+    "ba_cost",
+    "num_tracks",
+    "num_points",
+    "inlier_ratio",
+    "registered_frames",
+    "s2ld_matches",
+    "tracked_s2ld_matches",
+    "time_match_s",
+    "time_ba_s",
+)
 
 
 def _rank() -> int:
@@ -73,9 +86,15 @@ def window_statistics(rec: WindowReconstruction) -> dict[str, float]:
     r0 = problem.residuals().detach()
     ok = torch.isfinite(r0).all(-1)
     rms0 = float(r0[ok].square().sum(-1).mean().sqrt()) if bool(ok.any()) else float("nan")
-    stats.update(ba_rms_init_px=rms0, ba_rms_px=float(ba.rms_px), ba_cost_init=float(ba.cost_history[0]),
-                 ba_cost=float(ba.cost_history[-1]), num_points=float(problem.num_points),
-                 inlier_ratio=float(ba.inliers.float().mean()), registered_frames=float(len(rec.init.frames)))
+    stats.update(
+        ba_rms_init_px=rms0,
+        ba_rms_px=float(ba.rms_px),
+        ba_cost_init=float(ba.cost_history[0]),
+        ba_cost=float(ba.cost_history[-1]),
+        num_points=float(problem.num_points),
+        inlier_ratio=float(ba.inliers.float().mean()),
+        registered_frames=float(len(rec.init.frames)),
+    )
     return stats
 
 
@@ -92,10 +111,14 @@ class FinetuneModel(nn.Module):
         self.net = net
         self.conf = merge_conf(DEFAULT_CONF, conf)
         if self.conf["geometry_from"] not in GEOMETRY_SOURCES:
-            raise InputError(f"--geometry-from: expected one of {', '.join(GEOMETRY_SOURCES)}, "
-                             f"got {self.conf['geometry_from']!r}")
+            raise InputError(
+                f"--geometry-from: expected one of {', '.join(GEOMETRY_SOURCES)}, "
+                f"got {self.conf['geometry_from']!r}"
+            )
         self.criterion = FinetuneLoss(self.conf["loss"])
         self.last_reason = ""
+        #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window); None: not written
+        self.skip_log_dir: Path | None = None
 
     # ---------------------------------------------------------------- trainer contract
     @staticmethod
@@ -103,8 +126,9 @@ class FinetuneModel(nn.Module):
         """A collated window batch (batch size 1) -> ``forward`` keyword arguments."""
         images, K = batch["images"], batch["K"]
         if images.dim() != 5 or images.shape[0] != 1:
-            raise ValueError(f"fine-tuning takes one window per batch: images (1, N, 1, H, W), "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"fine-tuning takes one window per batch: images (1, N, 1, H, W), got {tuple(images.shape)}"
+            )
         return {"images": images[0], "K": K[0], "start": int(batch["start"][0])}
 
     def forward(self, images: Tensor, K: Tensor, start: int = 0) -> dict[str, Tensor]:
@@ -122,23 +146,39 @@ class FinetuneModel(nn.Module):
         s2ld = match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
         geometry = self._geometry(images, pairs, s2ld)
         t1 = time.perf_counter()
-        rec = reconstruct_window(geometry.keypoints, geometry.pairs, K.detach().double().cpu(),
-                                 self.conf["reconstruction"])
+        rec = reconstruct_window(
+            geometry.keypoints, geometry.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
+        )
         t2 = time.perf_counter()
         stats = window_statistics(rec)
-        stats.update(time_match_s=t1 - t0, time_ba_s=t2 - t1,
-                     s2ld_matches=float(sum(len(p.matches) for p in s2ld.pairs)))
+        stats.update(
+            time_match_s=t1 - t0,
+            time_ba_s=t2 - t1,
+            s2ld_matches=float(sum(len(p.matches) for p in s2ld.pairs)),
+        )
         success, reason = rec.success, rec.reason
-        if success and self.conf["debug_skip_rank"] is not None and _rank() == int(self.conf["debug_skip_rank"]):
+        if (
+            success
+            and self.conf["debug_skip_rank"] is not None
+            and _rank() == int(self.conf["debug_skip_rank"])
+        ):
             success, reason = False, f"debug_skip_rank={self.conf['debug_skip_rank']}"
         self.last_reason = reason
         if not success:
             logger.info("window at frame %d skipped: %s", start, reason)
+            if self.skip_log_dir is not None:
+                with open(self.skip_log_dir / f"skipped_windows_rank{_rank()}.jsonl", "a") as f:
+                    f.write(json.dumps({"start": start, "reason": reason}) + "\n")
             return self._skipped(images, stats)
-        targets = WindowTargets.from_reconstruction(rec, geometry)
+        if self.conf["geometry_from"] == "sift":  # S2LD tracks triangulated with the SIFT BA poses
+            targets = WindowTargets.from_poses(rec, s2ld, K)
+        else:
+            targets = WindowTargets.from_reconstruction(rec, geometry, s2ld.keypoints.counts)
         loss = self.criterion(self.net, images, K, s2ld, targets)
         out = {"total": loss.total, **loss.terms}
-        out.update({k: loss.total.new_tensor(stats.get(k, float("nan"))) for k in STAT_KEYS if k != "skipped"})
+        out.update(
+            {k: loss.total.new_tensor(stats.get(k, float("nan"))) for k in STAT_KEYS if k != "skipped"}
+        )
         out["tracked_s2ld_matches"] = loss.terms["num_targets"]
         out["skipped"] = loss.total.new_zeros(())
         return out
@@ -156,10 +196,13 @@ class FinetuneModel(nn.Module):
         source = self.conf["geometry_from"]
         if source == "matcher":
             return s2ld
-        gray = [np.clip(im[0].detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                for im in images]
-        sift = sift_window_matches(gray, pairs, int(self.conf["sift"]["num_features"]),
-                                   float(self.conf["sift"]["ratio"]))
+        gray = [
+            np.clip(im[0].detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            for im in images
+        ]
+        sift = sift_window_matches(
+            gray, pairs, int(self.conf["sift"]["num_features"]), float(self.conf["sift"]["ratio"])
+        )
         if source == "sift":
             # S2LD keypoints stay first (no matches among them): targets index S2LD keypoints only
             empty = WindowMatches(s2ld.keypoints, [])
@@ -170,7 +213,8 @@ class FinetuneModel(nn.Module):
         zero = sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
         nan = images.new_full((), float("nan"))
         out: dict[str, Tensor] = {"total": zero}
-        for key in ("reprojection", "triangulation", "reproj_px", "num_targets", "num_pairs"):
+        for key in ("reprojection", "matching", "triangulation", "reproj_px", "num_targets", "num_pairs",
+                    "pseudo_positives", "pseudo_negatives"):
             out[key] = nan
         out.update({k: images.new_tensor(stats[k]) if k in stats else nan for k in STAT_KEYS})
         out["skipped"] = images.new_ones(())

@@ -26,11 +26,25 @@ from ..models.s2ld import S2LD
 from .data import VideoWindows
 from .intrinsics import Intrinsics
 
-__all__ = ["SUMMARY_KEYS", "draw_video_pairs", "read_log", "stack_pictures", "training_statistics",
-           "write_report"]
+__all__ = [
+    "SUMMARY_KEYS",
+    "draw_video_pairs",
+    "read_log",
+    "stack_pictures",
+    "training_statistics",
+    "write_report",
+]
 
-SUMMARY_KEYS = ("auc@5", "auc@10", "auc@20", "precision", "median_matches", "runtime_s_per_pair", "num_pairs",
-                "num_failures")
+SUMMARY_KEYS = (
+    "auc@5",
+    "auc@10",
+    "auc@20",
+    "precision",
+    "median_matches",
+    "runtime_s_per_pair",
+    "num_pairs",
+    "num_failures",
+)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -57,7 +71,6 @@ def training_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     first, last = rows[:k], rows[-k:]
     stats: dict[str, Any] = {
         "steps": int(rows[-1]["step"]) if rows else 0,
-        "skipped_windows": int(round(sum(float(r.get("skipped") or 0.0) for r in rows))),
         "skip_ratio": _mean(rows, "skipped"),
         "tracks_per_window": _mean(rows, "num_tracks"),
         "points_per_window": _mean(rows, "num_points"),
@@ -72,15 +85,31 @@ def training_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return stats
 
 
-def _relative_gain(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def skip_reasons(out: Path) -> dict[str, int]:
+    """Skipped windows per reason (the reason's text before any parenthesis), all ranks."""
+    counts: dict[str, int] = {}
+    for path in sorted(out.glob("skipped_windows_rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                key = json.loads(line)["reason"].split("(")[0].strip().rstrip(":")
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _relative_gain(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
     if not before or not after:
         return None
-    return {k: (after[k] - before[k]) / before[k] if before[k] else None for k in ("auc@5", "auc@10", "auc@20")}
+    return {
+        k: (after[k] - before[k]) / before[k] if before[k] else None for k in ("auc@5", "auc@10", "auc@20")
+    }
 
 
 # ------------------------------------------------------------------------------------- pictures
-def draw_video_pairs(net: S2LD, windows: VideoWindows, indices: Sequence[int], K: np.ndarray, folder: Path,
-                     label: str) -> list[Path]:
+def draw_video_pairs(
+    net: S2LD, windows: VideoWindows, indices: Sequence[int], K: np.ndarray, folder: Path, label: str
+) -> list[Path]:
     """Match the first and last frame of the windows ``indices`` and draw them; a match is green when it
     is an inlier of an essential matrix fitted by RANSAC (1 px), red otherwise (no ground truth here)."""
     paths = []
@@ -90,8 +119,9 @@ def draw_video_pairs(net: S2LD, windows: VideoWindows, indices: Sequence[int], K
         k0, k1, _ = net.match(im0, im1)
         ok = np.zeros(len(k0), dtype=bool)
         if len(k0) >= 5:
-            _, mask = cv2.findEssentialMat(k0.astype(np.float64), k1.astype(np.float64), K, cv2.RANSAC,
-                                           0.9999, 1.0)
+            _, mask = cv2.findEssentialMat(
+                k0.astype(np.float64), k1.astype(np.float64), K, cv2.RANSAC, 0.9999, 1.0
+            )
             if mask is not None:
                 ok = mask.ravel().astype(bool)
         text = f"{label}: {len(k0)} matches, {int(ok.sum())} essential-matrix inliers (1 px)"
@@ -103,8 +133,10 @@ def stack_pictures(top: Path, bottom: Path, path: Path) -> Path:
     """Stack two pictures vertically (before above after)."""
     a, b = cv2.imread(str(top)), cv2.imread(str(bottom))
     w = max(a.shape[1], b.shape[1])
-    pad = [cv2.copyMakeBorder(x, 0, 8, 0, w - x.shape[1], cv2.BORDER_CONSTANT, value=(255, 255, 255))
-           for x in (a, b)]
+    pad = [
+        cv2.copyMakeBorder(x, 0, 8, 0, w - x.shape[1], cv2.BORDER_CONSTANT, value=(255, 255, 255))
+        for x in (a, b)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), np.vstack(pad))
     return path
@@ -123,8 +155,13 @@ def _before_after_pictures(out: Path) -> list[Path]:
     return pictures
 
 
-def plot_training(rows: Sequence[Mapping[str, Any]], validation: Sequence[Mapping[str, Any]], path: Path,
-                  before_auc: float | None = None, after_auc: float | None = None) -> Path:
+def plot_training(
+    rows: Sequence[Mapping[str, Any]],
+    validation: Sequence[Mapping[str, Any]],
+    path: Path,
+    before_auc: float | None = None,
+    after_auc: float | None = None,
+) -> Path:
     """Loss, BA RMS (initial / after BA) and target distance per step, and AUC@10 over steps."""
     import matplotlib
 
@@ -171,28 +208,63 @@ def _summary(s: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if s is None else dict(s)
 
 
-def write_report(out: Path, conf: Mapping[str, Any], intr: Intrinsics, K: np.ndarray, preflight: Mapping[str, Any],
-                 before: Mapping[str, Any], after: Mapping[str, Any], result: Any, seconds: float) -> dict[str, Any]:
+def write_report(
+    out: Path,
+    conf: Mapping[str, Any],
+    intr: Intrinsics,
+    K: np.ndarray,
+    preflight: Mapping[str, Any],
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    result: Any,
+    seconds: float,
+) -> dict[str, Any]:
     """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png``; return the JSON."""
     rows = read_log(out / "train_log.jsonl")
     validation = read_log(out / "val.jsonl")
     b_eval, a_eval = _summary(before.get("eval")), _summary(after.get("eval"))
     stats = training_statistics(rows)
-    plot = plot_training(rows, validation, out / "training.png",
-                         b_eval["auc@10"] if b_eval else None, a_eval["auc@10"] if a_eval else None)
+    plot = plot_training(
+        rows,
+        validation,
+        out / "training.png",
+        b_eval["auc@10"] if b_eval else None,
+        a_eval["auc@10"] if a_eval else None,
+    )
     pictures = _before_after_pictures(out)
+    reasons = skip_reasons(out)
     report = {
-        "before": b_eval, "after": a_eval, "gain": _relative_gain(b_eval, a_eval),
-        "ba_probe": {"before": _probe_summary(before.get("probe")), "after": _probe_summary(after.get("probe"))},
-        "finetune": {**stats, "geometry_from": conf["model"]["geometry_from"], "window": dict(conf["window"]),
-                     "lr": conf["train"]["lr"], "max_steps": conf["train"]["max_steps"]},
+        "before": b_eval,
+        "after": a_eval,
+        "gain": _relative_gain(b_eval, a_eval),
+        "ba_probe": {
+            "before": _probe_summary(before.get("probe")),
+            "after": _probe_summary(after.get("probe")),
+        },
+        "finetune": {
+            **stats,
+            "num_processes": int(result.num_processes),
+            "windows": int(stats["steps"]) * int(result.num_processes),
+            "skipped_windows": sum(reasons.values()),
+            "skip_reasons": reasons,
+            "geometry_from": conf["model"]["geometry_from"],
+            "window": dict(conf["window"]),
+            "lr": conf["train"]["lr"],
+            "max_steps": conf["train"]["max_steps"],
+        },
         "validation": validation,
-        "intrinsics": {"source": intr.source, "description": intr.description, "K": np.asarray(K).tolist(),
-                       "refined": bool(preflight.get("focal_search"))},
+        "intrinsics": {
+            "source": intr.source,
+            "description": intr.description,
+            "K": np.asarray(K).tolist(),
+            "refined": bool(preflight.get("focal_search")),
+        },
         "preflight": {"success": preflight["success"], "windows": len(preflight["windows"])},
-        "video": str(conf["video"]), "init": str(conf["init"] or "shipped default"),
+        "video": str(conf["video"]),
+        "init": str(conf["init"] or "shipped default"),
         "checkpoint": str(result.model_path) if result.model_path else None,
-        "plots": [plot.name], "pictures": [str(p.relative_to(out)) for p in pictures],
+        "plots": [plot.name],
+        "pictures": [str(p.relative_to(out)) for p in pictures],
         "seconds": seconds,
     }
     write_json(out / "report.json", report)
@@ -204,7 +276,8 @@ def _probe_summary(probe: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if probe is None:
         return None
     return {k: probe[k] for k in ("success", "ba_rms_init_px", "ba_rms_px", "num_points", "inlier_ratio")} | {
-        "windows": len(probe["windows"])}
+        "windows": len(probe["windows"])
+    }
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
@@ -213,42 +286,74 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
 
 def _markdown(r: Mapping[str, Any]) -> str:
     ft = r["finetune"]
-    lines = ["# Self-supervised fine-tuning report", "",
-             f"Video `{r['video']}`, start `{r['init']}`, {ft['steps']} steps, geometry from "
-             f"`{ft['geometry_from']}`, windows of {ft['window']['length']} frames spaced {ft['window']['spacing']}; "
-             f"{r['intrinsics']['description']}; whole run {r['seconds']:.0f} s.", ""]
+    lines = [
+        "# Self-supervised fine-tuning report",
+        "",
+        f"Video `{r['video']}`, start `{r['init']}`, {ft['steps']} steps, geometry from "
+        f"`{ft['geometry_from']}`, windows of {ft['window']['length']} frames spaced "
+        f"{ft['window']['spacing']}; "
+        f"{r['intrinsics']['description']}; whole run {r['seconds']:.0f} s.",
+        "",
+    ]
     if r["before"] and r["after"]:
-        lines += ["## Relative pose on the evaluation pairs", "",
-                  "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | pairs | failures |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Relative pose on the evaluation pairs",
+            "",
+            "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | pairs | failures |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, s in (("before (start)", r["before"]), ("after (fine-tuned)", r["after"])):
-            lines.append(f"| {name} | {s['auc@5']:.1f} | {s['auc@10']:.1f} | {s['auc@20']:.1f} | "
-                         f"{s['precision']:.1f} | {s['median_matches']:.0f} | {s['num_pairs']} | "
-                         f"{s['num_failures']} |")
+            lines.append(
+                f"| {name} | {s['auc@5']:.1f} | {s['auc@10']:.1f} | {s['auc@20']:.1f} | "
+                f"{s['precision']:.1f} | {s['median_matches']:.0f} | {s['num_pairs']} | "
+                f"{s['num_failures']} |"
+            )
         g = r["gain"]
-        lines += ["", "Relative gain: " + ", ".join(
-            f"{k} {_fmt(None if v is None else 100 * v, '+.0f')}%" for k, v in g.items()), ""]
+        lines += [
+            "",
+            "Relative gain: "
+            + ", ".join(f"{k} {_fmt(None if v is None else 100 * v, '+.0f')}%" for k, v in g.items()),
+            "",
+        ]
     pb, pa = r["ba_probe"]["before"], r["ba_probe"]["after"]
     if pb and pa:
-        lines += ["## Bundle adjustment on fixed probe windows", "",
-                  "| matcher | windows reconstructed | RMS before BA (px) | RMS after BA (px) | landmarks | inliers |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Bundle adjustment on fixed probe windows",
+            "",
+            "| matcher | windows reconstructed | RMS before BA (px) | RMS after BA (px) | landmarks "
+            "| inliers |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, p in (("before", pb), ("after", pa)):
-            lines.append(f"| {name} | {p['success']}/{p['windows']} | {_fmt(p['ba_rms_init_px'], '.3f')} | "
-                         f"{_fmt(p['ba_rms_px'], '.3f')} | {_fmt(p['num_points'], '.0f')} | "
-                         f"{_fmt(None if p['inlier_ratio'] is None else 100 * p['inlier_ratio'])}% |")
+            lines.append(
+                f"| {name} | {p['success']}/{p['windows']} | {_fmt(p['ba_rms_init_px'], '.3f')} | "
+                f"{_fmt(p['ba_rms_px'], '.3f')} | {_fmt(p['num_points'], '.0f')} | "
+                f"{_fmt(None if p['inlier_ratio'] is None else 100 * p['inlier_ratio'])}% |"
+            )
         lines.append("")
-    lines += ["## Training", "",
-              f"Skipped windows: {ft['skipped_windows']} of {ft['steps']} (reconstruction failed). "
-              f"Per window: {_fmt(ft['tracks_per_window'], '.0f')} tracks, {_fmt(ft['points_per_window'], '.0f')} "
-              f"landmarks, {_fmt(ft['supervised_matches_per_window'], '.0f')} supervised S2LD matches.", "",
-              "| first / last fifth of the steps | loss | target distance (px) | RMS before BA | RMS after BA |",
-              "|---|---|---|---|---|",
-              f"| first | {_fmt(ft['loss_first'], '.3f')} | {_fmt(ft['reproj_px_first'], '.3f')} | "
-              f"{_fmt(ft['ba_rms_init_px_first'], '.3f')} | {_fmt(ft['ba_rms_px_first'], '.3f')} |",
-              f"| last | {_fmt(ft['loss_last'], '.3f')} | {_fmt(ft['reproj_px_last'], '.3f')} | "
-              f"{_fmt(ft['ba_rms_init_px_last'], '.3f')} | {_fmt(ft['ba_rms_px_last'], '.3f')} |", "",
-              "![training](training.png)", ""]
+    lines += [
+        "## Training",
+        "",
+        f"Skipped windows: {ft['skipped_windows']} of {ft['windows']}"
+        + (
+            " (" + "; ".join(f"{n}x {k}" for k, n in ft["skip_reasons"].items()) + "). "
+            if ft["skip_reasons"]
+            else ". "
+        )
+        + f"Per window: {_fmt(ft['tracks_per_window'], '.0f')} tracks, "
+        f"{_fmt(ft['points_per_window'], '.0f')} "
+        f"landmarks, {_fmt(ft['supervised_matches_per_window'], '.0f')} supervised S2LD matches.",
+        "",
+        "| first / last fifth of the steps | loss | target distance (px) | RMS before BA | RMS after BA |",
+        "|---|---|---|---|---|",
+        f"| first | {_fmt(ft['loss_first'], '.3f')} | {_fmt(ft['reproj_px_first'], '.3f')} | "
+        f"{_fmt(ft['ba_rms_init_px_first'], '.3f')} | {_fmt(ft['ba_rms_px_first'], '.3f')} |",
+        f"| last | {_fmt(ft['loss_last'], '.3f')} | {_fmt(ft['reproj_px_last'], '.3f')} | "
+        f"{_fmt(ft['ba_rms_init_px_last'], '.3f')} | {_fmt(ft['ba_rms_px_last'], '.3f')} |",
+        "",
+        "![training](training.png)",
+        "",
+    ]
     if r["pictures"]:
         lines += ["## Matches before (top) and after (bottom)", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in r["pictures"]]

@@ -60,10 +60,20 @@ DEFAULT_CONF: dict[str, Any] = {
     "init": None,  # starting checkpoint (None: the shipped one)
     "window": {"length": 4, "spacing": 2},
     "model": MODEL_CONF,  # FinetuneModel options (geometry_from, reconstruction, loss, ...)
-    "train": merge_conf(TRAIN_DEFAULTS, {
-        "max_steps": 100, "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 5, "scheduler": "constant",
-        "grad_clip": 1.0, "log_every": 1, "save_every": 10, "find_unused_parameters": True,
-    }),
+    "train": merge_conf(
+        TRAIN_DEFAULTS,
+        {
+            "max_steps": 100,
+            "lr": 1e-4,
+            "weight_decay": 0.0,
+            "warmup_steps": 5,
+            "scheduler": "constant",
+            "grad_clip": 1.0,
+            "log_every": 1,
+            "save_every": 10,
+            "find_unused_parameters": True,
+        },
+    ),
     "eval": {
         "pairs": None,  # pairs_with_gt.txt, or a COLMAP model folder
         "images": None,  # image folder (default: next to the pairs file / model)
@@ -86,6 +96,8 @@ def build_windows(conf: Mapping[str, Any]) -> tuple[VideoWindows, Intrinsics]:
         raise InputError("--video is required")
     video = open_video(conf["video"], int(conf["stride"]), conf["max_frames"], conf["resize"])
     intr = resolve_intrinsics(video, conf["intrinsics"])
+    for i in range(len(video)):  # decode every frame now: a corrupt one fails before any output
+        video.frame_rgb(i)
     windows = VideoWindows(video, intr.K, int(conf["window"]["length"]), int(conf["window"]["spacing"]))
     return windows, intr
 
@@ -114,8 +126,9 @@ def eval_dataset(econf: Mapping[str, Any]) -> DatasetConfig | None:
     return DatasetConfig(name="pairs", pairs=str(path), images=econf["images"], **kw)
 
 
-def evaluate_pairs(net: S2LD, dataset: DatasetConfig, econf: Mapping[str, Any], out: Path, label: str,
-                   resize: Any, viz: int) -> dict[str, Any]:
+def evaluate_pairs(
+    net: S2LD, dataset: DatasetConfig, econf: Mapping[str, Any], out: Path, label: str, resize: Any, viz: int
+) -> dict[str, Any]:
     """Relative-pose evaluation of ``net`` (:func:`imatch_s2ld.eval.evaluate`) into ``out``."""
     from ..eval.cli import EvalConfig, evaluate
     from ..eval.export import ExportConfig
@@ -123,9 +136,12 @@ def evaluate_pairs(net: S2LD, dataset: DatasetConfig, econf: Mapping[str, Any], 
 
     net.name = label  # type: ignore[attr-defined]
     conf = EvalConfig(
-        out=str(out), dataset=dataset,
+        out=str(out),
+        dataset=dataset,
         export=ExportConfig(matcher=label, resize=resize, overwrite=True, progress=False),
-        score=ScoreConfig(estimator=econf["estimator"], threshold_px=econf["threshold"]), viz=int(viz))
+        score=ScoreConfig(estimator=econf["estimator"], threshold_px=econf["threshold"]),
+        viz=int(viz),
+    )
     return evaluate(conf, matcher=net)
 
 
@@ -145,8 +161,9 @@ def _window_geometry(model: FinetuneModel, windows: VideoWindows, index: int) ->
     return model._geometry(images, pairs, s2ld), item["K"]
 
 
-def probe_ba(model: FinetuneModel, windows: VideoWindows, indices: list[int],
-             K: np.ndarray | None = None) -> dict[str, Any]:
+def probe_ba(
+    model: FinetuneModel, windows: VideoWindows, indices: list[int], K: np.ndarray | None = None
+) -> dict[str, Any]:
     """Reconstruct the windows ``indices`` with ``model``'s current matcher (no training).
 
     Returns:
@@ -159,16 +176,28 @@ def probe_ba(model: FinetuneModel, windows: VideoWindows, indices: list[int],
         Kw = torch.as_tensor(K if K is not None else K_item.numpy(), dtype=torch.float64)
         rec = reconstruct_window(geometry.keypoints, geometry.pairs, Kw, model.conf["reconstruction"])
         stats = window_statistics(rec)
-        rows.append({"window": index, "success": bool(rec.success), "reason": rec.reason, **stats,
-                     "median_flow_px": _median_flow(geometry)})
+        rows.append(
+            {
+                "window": index,
+                "success": bool(rec.success),
+                "reason": rec.reason,
+                **stats,
+                "median_flow_px": _median_flow(geometry),
+            }
+        )
     ok = [r for r in rows if r["success"]]
 
     def mean(key: str) -> float | None:
         return float(np.mean([r[key] for r in ok])) if ok else None
 
-    return {"windows": rows, "success": len(ok), "ba_rms_px": mean("ba_rms_px"),
-            "ba_rms_init_px": mean("ba_rms_init_px"), "num_points": mean("num_points"),
-            "inlier_ratio": mean("inlier_ratio")}
+    return {
+        "windows": rows,
+        "success": len(ok),
+        "ba_rms_px": mean("ba_rms_px"),
+        "ba_rms_init_px": mean("ba_rms_init_px"),
+        "num_points": mean("num_points"),
+        "inlier_ratio": mean("inlier_ratio"),
+    }
 
 
 def _median_flow(geometry: Any) -> float:
@@ -183,8 +212,9 @@ def _median_flow(geometry: Any) -> float:
     return float(np.median(np.linalg.norm(d, axis=1)))
 
 
-def preflight(model: FinetuneModel, windows: VideoWindows, intr: Intrinsics,
-              conf: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+def preflight(
+    model: FinetuneModel, windows: VideoWindows, intr: Intrinsics, conf: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Refuse a static camera or an unreconstructable video; refine a prior focal length if asked.
 
     Returns:
@@ -199,21 +229,29 @@ def preflight(model: FinetuneModel, windows: VideoWindows, intr: Intrinsics,
     flows = [r["median_flow_px"] for r in report["windows"] if np.isfinite(r["median_flow_px"])]
     where = windows.video.path
     if flows and max(flows) < float(pconf["static_px"]):
-        raise InputError(f"{where}: the camera does not move (median match displacement "
-                         f"{max(flows):.2f} px over a window); fine-tuning needs parallax: use a moving "
-                         "camera or a larger --window-spacing / --stride")
+        raise InputError(
+            f"{where}: the camera does not move (median match displacement "
+            f"{max(flows):.2f} px over a window); fine-tuning needs parallax: use a moving "
+            "camera or a larger --window-spacing / --stride"
+        )
     if report["success"] == 0:
         reasons = "; ".join(sorted({r["reason"] for r in report["windows"]}))[:300]
-        raise InputError(f"{where}: none of {len(indices)} probe windows could be reconstructed ({reasons}); "
-                         "try --geometry-from sift, --intrinsics, or a larger --window-spacing")
+        raise InputError(
+            f"{where}: none of {len(indices)} probe windows could be reconstructed ({reasons}); "
+            "try --geometry-from sift, --intrinsics, or a larger --window-spacing"
+        )
     if intr.source == "prior" and conf["refine_focal"]:
         K, report["focal_search"] = refine_focal(model, windows, indices, K)
     return K, report
 
 
-def refine_focal(model: FinetuneModel, windows: VideoWindows, indices: list[int], K: np.ndarray,
-                 factors: tuple[float, ...] = (0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 1.8)
-                 ) -> tuple[np.ndarray, list[dict[str, float]]]:
+def refine_focal(
+    model: FinetuneModel,
+    windows: VideoWindows,
+    indices: list[int],
+    K: np.ndarray,
+    factors: tuple[float, ...] = (0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 1.8),
+) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Profile search of the focal length: the factor whose BA on the probe windows has the lowest mean
     final robust cost per observation (windows failing at any factor are left out)."""
     rows, per = [], {}
@@ -224,8 +262,9 @@ def refine_focal(model: FinetuneModel, windows: VideoWindows, indices: list[int]
         costs = {}
         for index in indices:
             geometry, _ = _window_geometry(model, windows, index)
-            rec = reconstruct_window(geometry.keypoints, geometry.pairs, torch.as_tensor(Kf),
-                                     model.conf["reconstruction"])
+            rec = reconstruct_window(
+                geometry.keypoints, geometry.pairs, torch.as_tensor(Kf), model.conf["reconstruction"]
+            )
             if rec.success and rec.ba is not None and rec.init.problem is not None:
                 costs[index] = rec.ba.cost_history[-1] / max(1, rec.init.problem.num_observations)
         per[f] = costs
@@ -265,8 +304,10 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if tconf["resume"] and not last.is_file():
         raise InputError(f"{last}: no checkpoint to resume from (--resume)")
     if not tconf["resume"] and last.is_file() and not tconf["overwrite"]:
-        raise InputError(f"{out}: already holds a fine-tuning run; pass --resume to continue it, "
-                         "--overwrite to start over, or another --out")
+        raise InputError(
+            f"{out}: already holds a fine-tuning run; pass --resume to continue it, "
+            "--overwrite to start over, or another --out"
+        )
     start_time = time.perf_counter()
     windows, intr = build_windows(conf)
     net = load_start(conf["init"])
@@ -281,50 +322,116 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
     accelerator = create_accelerator(tconf, out)
     main_proc = accelerator.is_main_process
     try:
+        logger.info(
+            "[1/4] preflight: probing %d windows with the starting matcher", conf["preflight"]["windows"]
+        )
         K, probe = preflight(model, windows, intr, conf)  # same result on every rank (deterministic)
         windows.K = torch.as_tensor(K, dtype=torch.float32)
-        logger.info("%s; %d windows of %d frames; preflight: %d/%d probe windows reconstructed",
-                    intr.description, len(windows), windows.length, probe["success"], len(probe["windows"]))
+        logger.info(
+            "%s; %d windows of %d frames; preflight: %d/%d probe windows reconstructed",
+            intr.description,
+            len(windows),
+            windows.length,
+            probe["success"],
+            len(probe["windows"]),
+        )
         if main_proc:
             out.mkdir(parents=True, exist_ok=True)
             save_config(conf, out / "config.yaml")
         accelerator.wait_for_everyone()
+        model.skip_log_dir = out
 
         probe_idx = _probe_indices(len(windows), int(conf["probe_windows"]))
-        before = _before(model, windows, probe_idx, dataset, conf, out, eval_resize, main_proc,
-                         bool(tconf["resume"]))
+        logger.info(
+            "[2/4] starting matcher: BA on %d probe windows%s",
+            len(probe_idx),
+            "" if dataset is None else " and evaluation pairs",
+        )
+        before = _before(
+            model, windows, probe_idx, dataset, conf, out, eval_resize, main_proc, bool(tconf["resume"])
+        )
         validate = None
         if dataset is not None and int(conf["eval"]["every"]) > 0:
+
             def validate(m: FinetuneModel, step: int) -> dict[str, float]:
-                s = evaluate_pairs(m.net, dataset, conf["eval"], out / "eval" / f"step_{step:06d}",
-                                   f"s2ld-finetuned@{step}", eval_resize, 0)
+                s = evaluate_pairs(
+                    m.net,
+                    dataset,
+                    conf["eval"],
+                    out / "eval" / f"step_{step:06d}",
+                    f"s2ld-finetuned@{step}",
+                    eval_resize,
+                    0,
+                )
                 return {k: float(s[k]) for k in ("auc@5", "auc@10", "auc@20", "precision")}
 
-        sampler = SceneBalancedSampler([len(windows)], len(windows), seed=int(tconf["seed"]),
-                                       num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+        sampler = SceneBalancedSampler(
+            [len(windows)],
+            len(windows),
+            seed=int(tconf["seed"]),
+            num_replicas=accelerator.num_processes,
+            rank=accelerator.process_index,
+        )
+        logger.info(
+            "[3/4] fine-tuning for %d steps (%d process(es), geometry from %s)",
+            tconf["max_steps"],
+            accelerator.num_processes,
+            model.conf["geometry_from"],
+        )
         result = Trainer(tconf, out, accelerator).fit(
-            model, windows, sampler, batch_size=1, num_workers=0, validate=validate,
-            val_every=int(conf["eval"]["every"]), val_at_end=False, run_config=conf)
+            model,
+            windows,
+            sampler,
+            batch_size=1,
+            num_workers=0,
+            validate=validate,
+            val_every=int(conf["eval"]["every"]),
+            val_at_end=False,
+            run_config=conf,
+        )
         if not result.finished:
             return {}
         after: dict[str, Any] = {}
         if main_proc:
+            logger.info(
+                "[4/4] fine-tuned matcher: BA on the probe windows%s, report",
+                "" if dataset is None else ", evaluation pairs",
+            )
             model.net.eval()
             after["probe"] = probe_ba(model, windows, probe_idx)
+            _draw_video(
+                model, windows, probe_idx, conf, out / "video" / "after" / "viz", "fine-tuned", dataset
+            )
             if dataset is not None:
-                after["eval"] = evaluate_pairs(model.net, dataset, conf["eval"], out / "eval" / "after",
-                                               "s2ld-finetuned", eval_resize, int(conf["eval"]["viz"]))
-            report = write_report(out, conf, intr, K, probe, before, after, result,
-                                  time.perf_counter() - start_time)
+                after["eval"] = evaluate_pairs(
+                    model.net,
+                    dataset,
+                    conf["eval"],
+                    out / "eval" / "after",
+                    "s2ld-finetuned",
+                    eval_resize,
+                    int(conf["eval"]["viz"]),
+                )
+            report = write_report(
+                out, conf, intr, K, probe, before, after, result, time.perf_counter() - start_time
+            )
         accelerator.wait_for_everyone()
         return report if main_proc else {}
     finally:
         accelerator.end_training()
 
 
-def _before(model: FinetuneModel, windows: VideoWindows, probe_idx: list[int], dataset: DatasetConfig | None,
-            conf: Mapping[str, Any], out: Path, eval_resize: Any, main_proc: bool,
-            resume: bool) -> dict[str, Any]:
+def _before(
+    model: FinetuneModel,
+    windows: VideoWindows,
+    probe_idx: list[int],
+    dataset: DatasetConfig | None,
+    conf: Mapping[str, Any],
+    out: Path,
+    eval_resize: Any,
+    main_proc: bool,
+    resume: bool,
+) -> dict[str, Any]:
     """Probe-window BA and evaluation of the starting matcher (cached in ``OUT/before.json``)."""
     import json
 
@@ -337,11 +444,39 @@ def _before(model: FinetuneModel, windows: VideoWindows, probe_idx: list[int], d
             before = json.loads(path.read_text())
         else:
             before["probe"] = probe_ba(model, windows, probe_idx)
+            _draw_video(model, windows, probe_idx, conf, out / "video" / "before" / "viz", "start", dataset)
             if dataset is not None:
-                before["eval"] = evaluate_pairs(model.net, dataset, conf["eval"], out / "eval" / "before",
-                                                "s2ld-start", eval_resize, int(conf["eval"]["viz"]))
+                before["eval"] = evaluate_pairs(
+                    model.net,
+                    dataset,
+                    conf["eval"],
+                    out / "eval" / "before",
+                    "s2ld-start",
+                    eval_resize,
+                    int(conf["eval"]["viz"]),
+                )
             write_json(path, before)
     box = [before]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         broadcast_object_list(box)
     return box[0]
+
+
+def _draw_video(
+    model: FinetuneModel,
+    windows: VideoWindows,
+    probe_idx: list[int],
+    conf: Mapping[str, Any],
+    folder: Path,
+    label: str,
+    dataset: DatasetConfig | None,
+) -> None:
+    """Without evaluation pairs, the before/after pictures are matches on probe windows of the video."""
+    from .report import draw_video_pairs
+
+    viz = int(conf["eval"]["viz"])
+    if dataset is None and viz > 0:
+        picks = [
+            probe_idx[i] for i in np.linspace(0, len(probe_idx) - 1, min(viz, len(probe_idx))).astype(int)
+        ]
+        draw_video_pairs(model.net, windows, sorted(set(picks)), windows.K.double().numpy(), folder, label)

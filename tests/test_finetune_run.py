@@ -1,0 +1,274 @@
+"""Fine-tuning end to end: the window step (gradients, skipped windows), geometry sources, BA on a
+synthetic window, the CLI (one step, resume, report contract) and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycolmap
+import pytest
+import torch
+
+from imatch_s2ld.ba import reconstruct_window
+from imatch_s2ld.ba.tracks import Keypoints, PairMatches
+from imatch_s2ld.finetune import open_video, resolve_intrinsics
+from imatch_s2ld.finetune.cli import main
+from imatch_s2ld.finetune.data import VideoWindows
+from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matches
+from imatch_s2ld.finetune.loss import fundamental, track_matches
+from imatch_s2ld.finetune.model import FinetuneModel
+from imatch_s2ld.finetune.report import SUMMARY_KEYS
+from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
+from imatch_s2ld.geometry.epipolar import sampson_distance
+from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
+from imatch_s2ld.synthetic import generate
+
+FAST = ["--no-progress", "--cpu", "preflight.windows=2", "probe_windows=2", "eval.viz=1"]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A 9-frame synthetic video with ground truth (used only by the checks) and 4 held-out views."""
+    root = tmp_path_factory.mktemp("ft")
+    generate("default", root, seed=1, progress=False, layouts=("facade",), num_scenes=1, views=2,
+             video_frames=9, eval_views=4, size=(320, 240))
+    video = root / "video" / "facade_0000"
+    return {"frames": video / "frames", "intrinsics": video / "intrinsics.txt",
+            "pairs": video / "eval" / "pairs_with_gt.txt", "gt": video / "gt_sparse", "root": root}
+
+
+@pytest.fixture(scope="module")
+def window(scene):
+    video = open_video(scene["frames"])
+    K = resolve_intrinsics(video, scene["intrinsics"]).K
+    return VideoWindows(video, K, length=4, spacing=2)
+
+
+def _batch(windows, index=0):
+    return torch.utils.data.default_collate([windows[index]])
+
+
+# ------------------------------------------------------------------------------- window step
+@pytest.mark.parametrize("source", ["matcher", "both"])
+def test_window_step_gradient_reaches_the_matcher(window, source):
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"geometry_from": source})
+    out = model(**model.batch_inputs(_batch(window)))
+    assert float(out["skipped"]) == 0, model.last_reason
+    assert float(out["num_targets"]) > 50 and float(out["ba_rms_px"]) < float(out["ba_rms_init_px"])
+    out["total"].backward()
+    for head in ("backbone", "keypoints", "transformer", "fine"):
+        grads = [p.grad for n, p in net.named_parameters() if n.startswith(head + ".") and p.grad is not None]
+        assert grads and max(float(g.abs().max()) for g in grads) > 0, head
+    loss = model.loss(out, {})
+    assert set(loss.terms) >= {"reprojection", "triangulation", "ba_rms_px", "num_tracks", "skipped"}
+
+
+def test_sift_geometry_triangulates_s2ld_tracks_with_the_sift_poses(window):
+    """Poses from SIFT tracks; S2LD's epipolar-consistent matches form tracks triangulated with them."""
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"geometry_from": "sift"})
+    out = model(**model.batch_inputs(_batch(window)))
+    assert float(out["skipped"]) == 0, model.last_reason
+    assert float(out["num_targets"]) > 50 and float(out["reproj_px"]) < 3.0
+    assert float(out["triangulation"]) > 0 and float(out["pseudo_positives"]) > float(out["pseudo_negatives"])
+    out["total"].backward()
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in net.parameters())
+
+
+def test_skipped_window_still_joins_the_gradient_sync(window):
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"debug_skip_rank": 0})
+    out = model(**model.batch_inputs(_batch(window)))
+    assert float(out["skipped"]) == 1 and "debug_skip_rank" in model.last_reason
+    assert float(out["total"].detach()) == 0 and out["total"].requires_grad
+    assert np.isnan(float(out["reprojection"])) and float(out["num_tracks"]) > 0
+    out["total"].backward()
+    params = [p for p in net.parameters() if p.requires_grad]
+    assert all(p.grad is not None and float(p.grad.abs().max()) == 0 for p in params)  # every one joins
+
+
+def test_track_matches_are_transitive():
+    ta = torch.tensor([3, -1, 0, 7])
+    tb = torch.tensor([-1, 0, 3, 5, 9])
+    i, j = track_matches(ta, tb)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (2, 1)]
+    e = track_matches(torch.full((2,), -1), torch.zeros(0, dtype=torch.long))
+    assert e[0].numel() == 0 and e[1].numel() == 0
+
+
+def test_fundamental_matrix_of_a_known_motion():
+    K = torch.tensor([[100.0, 0, 50], [0, 100, 40], [0, 0, 1]], dtype=torch.float64)
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, 3] = torch.tensor([1.0, 0, 0])  # camera b = camera a shifted: horizontal epipolar lines
+    X = torch.tensor([[0.3, -0.2, 4.0], [-1.0, 0.5, 6.0]], dtype=torch.float64)
+    xa = (K @ X.T).T
+    xb = (K @ (X + T[:3, 3]).T).T
+    xa, xb = xa[:, :2] / xa[:, 2:], xb[:, :2] / xb[:, 2:]
+    F = fundamental(T, K, K)
+    d = sampson_distance(xa, xb, F, squared=False)
+    assert torch.allclose(d, torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    assert float(sampson_distance(xa, xb + torch.tensor([0.0, 2.0]), F, squared=False).min()) > 0.5
+
+
+def test_batch_inputs_rejects_several_windows(window):
+    batch = torch.utils.data.default_collate([window[0], window[1]])
+    with pytest.raises(ValueError, match="one window per batch"):
+        FinetuneModel.batch_inputs(batch)
+
+
+# ------------------------------------------------------------------------------- geometry sources
+def test_merge_window_matches_offsets_the_second_set():
+    a = WindowMatches(Keypoints.create([np.zeros((3, 2)), np.ones((2, 2))]),
+                      [PairMatches.create(0, 1, [[0, 1], [2, 0]])])
+    b = WindowMatches(Keypoints.create([np.full((2, 2), 5.0), np.full((4, 2), 7.0)]),
+                      [PairMatches.create(0, 1, [[1, 3]], [0.5])])
+    m = merge_window_matches(a, b)
+    assert list(m.keypoints.counts) == [5, 6]
+    assert m.pairs[0].matches.tolist() == [[0, 1], [2, 0], [4, 5]]
+    assert m.pairs[0].confidence.tolist() == [1.0, 1.0, 0.5]
+    assert np.allclose(m.keypoints.xy[1][5], 7.0)
+
+
+def test_sift_tracks_reconstruct_a_window(window):
+    gray = [cv2.cvtColor(window.video.frame_rgb(f), cv2.COLOR_RGB2GRAY) for f in window.frames(0)]
+    sift = sift_window_matches(gray, window_pairs(4))
+    assert len(sift.pairs) == 6 and min(len(p.matches) for p in sift.pairs) > 20
+    rec = reconstruct_window(sift.keypoints, sift.pairs, window.K.double().numpy())
+    assert rec.success, rec.reason
+
+
+def _rotation_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
+    c = (np.trace(Ra.T @ Rb) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(c, -1, 1))))
+
+
+def test_ba_recovers_the_poses_of_a_synthetic_window(scene, window):
+    """A window's tracks (the default geometry source, SIFT) + BA give the true relative rotations and
+    translation directions of its 4 frames."""
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    frames = window.frames(0)
+    images = window[0]["images"]
+    model = FinetuneModel(net, {"geometry_from": "sift"})
+    s2ld = match_window(net, images, window_pairs(4))
+    matches = model._geometry(images, window_pairs(4), s2ld)
+    rec = reconstruct_window(matches.keypoints, matches.pairs, window.K.double().numpy())
+    assert rec.success, rec.reason
+    by_name = {im.name: im for im in pycolmap.Reconstruction(str(scene["gt"])).images.values()}
+    gt = []
+    for f in frames:
+        T = np.eye(4)
+        T[:3] = by_name[window.video.names[f]].cam_from_world().matrix()
+        gt.append(T)
+    est = {f: T for f, T in zip(rec.init.frames, rec.ba.poses.double().numpy())}
+    assert len(est) == 4
+    for a in range(4):
+        for b in range(a + 1, 4):
+            G = gt[b] @ np.linalg.inv(gt[a])
+            E = est[b] @ np.linalg.inv(est[a])
+            assert _rotation_deg(G[:3, :3], E[:3, :3]) < 0.2
+            tg, te = G[:3, 3] / np.linalg.norm(G[:3, 3]), E[:3, 3] / np.linalg.norm(E[:3, 3])
+            assert np.degrees(np.arccos(np.clip(tg @ te, -1, 1))) < 3.0, (a, b)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _run(scene, out, *extra, eval_pairs=True):
+    args = ["--video", str(scene["frames"]), "--intrinsics", str(scene["intrinsics"]), "--out", str(out),
+            *FAST, *extra]
+    if eval_pairs:
+        args += ["--eval-pairs", str(scene["pairs"])]
+    return main(args)
+
+
+def test_one_step_end_to_end_and_report_contract(scene, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(scene, out, "--steps", "1") == 0
+    printed = capsys.readouterr().out
+    assert "AUC@5/10/20 before" in printed and "BA RMS on 2 probe windows" in printed
+    report = json.loads((out / "report.json").read_text())
+    summary = json.loads((out / "eval" / "after" / "summary.json").read_text())
+    assert set(report["before"]) == set(summary) == set(report["after"])
+    assert set(SUMMARY_KEYS) <= set(summary)
+    assert report["finetune"]["steps"] == 1 and report["ba_probe"]["before"]["windows"] == 2
+    for name in ("report.md", "training.png", "model.pt", "checkpoints/last.pt", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert report["pictures"] and all((out / p).is_file() for p in report["pictures"])
+    tuned = S2LD.from_checkpoint(out / "model.pt")
+    start = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    pairs = zip(tuned.state_dict().values(), start.state_dict().values())
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    assert "Relative pose on the evaluation pairs" in (out / "report.md").read_text()
+
+
+def test_stop_resume_and_refuse_to_overwrite(scene, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(scene, out, "--steps", "2", "train.stop_after_steps=1", eval_pairs=False) == 0
+    assert "continue with --resume" in capsys.readouterr().out
+    assert not (out / "report.json").exists()
+    assert _run(scene, out, "--steps", "2", eval_pairs=False) == 2
+    assert "already holds a fine-tuning run" in capsys.readouterr().err
+    assert _run(scene, out, "--steps", "2", "--resume", eval_pairs=False) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["finetune"]["steps"] == 2 and report["before"] is None and report["after"] is None
+    assert any(p.startswith("matches/video_") for p in report["pictures"])  # pictures without eval pairs
+
+
+# ------------------------------------------------------------------------------------ bad input
+def _frames(src: Path, dst: Path, names: list[str]) -> Path:
+    dst.mkdir(parents=True)
+    files = sorted(src.glob("*.png"))
+    for name, f in zip(names, files):
+        shutil.copy(f, dst / name)
+    return dst
+
+
+def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    frames, intr = scene["frames"], str(scene["intrinsics"])
+    empty = tmp / "empty"
+    empty.mkdir()
+    two = _frames(frames, tmp / "two", ["a.png", "b.png"])
+    corrupt = _frames(frames, tmp / "corrupt", [f"{i}.png" for i in range(6)])
+    data = (corrupt / "3.png").read_bytes()
+    (corrupt / "3.png").write_bytes(data[: len(data) // 3])  # valid header, truncated pixels
+    mixed = _frames(frames, tmp / "mixed", [f"{i}.png" for i in range(6)])
+    im = cv2.imread(str(mixed / "2.png"))
+    cv2.imwrite(str(mixed / "2.png"), cv2.resize(im, (160, 120)))
+    static = tmp / "static"
+    static.mkdir()
+    first = sorted(frames.glob("*.png"))[0]
+    for i in range(8):
+        shutil.copy(first, static / f"{i}.png")
+    bad_k = tmp / "K.txt"
+    bad_k.write_text("1 0 0\n0 1\n")
+    bad_ckpt = tmp / "bad.pt"
+    bad_ckpt.write_bytes(b"not a checkpoint")
+    v = ["--intrinsics", intr]
+    return {
+        "empty folder": (["--video", str(empty), *v], "no frames"),
+        "fewer than 3 frames": (["--video", str(two), *v], "2 frames"),
+        "unreadable frame": (["--video", str(corrupt), *v], "3.png"),
+        "mixed sizes": (["--video", str(mixed), *v], "2.png"),
+        "static camera": (["--video", str(static), *v], "camera does not move"),
+        "bad intrinsics": (["--video", str(frames), "--intrinsics", str(bad_k)], "K.txt"),
+        "unreadable checkpoint": (["--video", str(frames), *v, "--init", str(bad_ckpt)], "bad.pt"),
+        "missing checkpoint": (["--video", str(frames), *v, "--init", str(tmp / "none.pt")], "none.pt"),
+        "missing eval pairs": (["--video", str(frames), *v, "--eval-pairs", str(tmp / "p.txt")], "p.txt"),
+        "bad geometry source": (["--video", str(frames), *v, "--geometry-from", "orb"], "--geometry-from"),
+        "unknown override": (["--video", str(frames), *v, "model.los.x=1"], "los"),
+    }
+
+
+def test_bad_input_one_line_exit_2_nothing_written(scene, tmp_path, capsys):
+    cases = _bad_inputs(scene, tmp_path / "in")
+    for name, (args, needle) in cases.items():
+        out = tmp_path / "out" / name.replace(" ", "_")
+        rc = main([*args, "--out", str(out), *FAST])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2, name
+        assert len(err) == 1 and err[0].startswith("finetune_unlabeled.py: error:"), (name, err)
+        assert needle in err[0], (name, err[0])
+        assert not out.exists(), name
