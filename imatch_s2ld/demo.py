@@ -53,9 +53,9 @@ class DemoConfig:
     source_preset: str = "default"
     seed: int = 0
     size: tuple[int, int] = (320, 240)
-    frames: int = 80  # target video frames
-    eval_views: int = 16  # held-out target views (pairs among them are evaluated)
-    source_eval_views: int = 16  # held-out pretraining-domain views
+    frames: int = 80  # frames of each target video (scene 0: fine-tuning; scene 1: held-out evaluation)
+    source_frames: int = 48  # frames of the pretraining-domain evaluation video
+    eval_gaps: tuple[int, ...] = (4, 8, 12, 16)  # evaluation pairs: frames (i, i + gap), i even
     steps: int = 60
     geometry_from: str = "sift"
     baselines: tuple[str, ...] = ("sift", "orb")
@@ -64,12 +64,15 @@ class DemoConfig:
     finetune_overrides: tuple[tuple[str, Any], ...] = ()
 
 
-def _eval(matcher: str, data: Path, out: Path, progress: bool, net: Any = None) -> dict[str, Any]:
+def _eval(
+    matcher: str, pairs: Path, images: Path, out: Path, progress: bool, net: Any = None
+) -> dict[str, Any]:
     from .eval import evaluate
 
     conf = {
-        "dataset": "synthetic",
-        "data": str(data),
+        "dataset": "pairs",
+        "pairs": str(pairs),
+        "images": str(images),
         "matcher": matcher,
         "progress": progress,
         "out": str(out),
@@ -78,10 +81,26 @@ def _eval(matcher: str, data: Path, out: Path, progress: bool, net: Any = None) 
     return evaluate(conf, matcher=net)
 
 
-def render(conf: DemoConfig, out: Path) -> tuple[Path, Path]:
-    """Render the target domain (video + held-out views) and the pretraining domain's held-out views;
-    returns their scene folders (``frames/``, ``intrinsics.txt``, ``eval/pairs_with_gt.txt``)."""
+@dataclass(frozen=True)
+class RenderedData:
+    """What :func:`render` wrote: the target video to fine-tune on, and the evaluation pairs files with
+    their image folders (target: a second, held-out scene of the same domain; source: the pretraining
+    domain)."""
+
+    video: Path
+    intrinsics: Path
+    target_pairs: Path
+    target_images: Path
+    source_pairs: Path
+    source_images: Path
+
+
+def render(conf: DemoConfig, out: Path) -> RenderedData:
+    """Render two scenes of the target domain (scene 0: the unlabeled video to fine-tune on; scene 1:
+    held-out, evaluated on frame pairs ``(i, i + gap)``) and one pretraining-domain scene (evaluated the
+    same way)."""
     from .synthetic import generate
+    from .synthetic.video_pairs import write_video_pairs
 
     size = tuple(conf.size)
     generate(
@@ -90,8 +109,10 @@ def render(conf: DemoConfig, out: Path) -> tuple[Path, Path]:
         seed=conf.seed,
         progress=conf.progress,
         size=size,
+        num_scenes=2,
+        views=0,
         video_frames=conf.frames,
-        eval_views=conf.eval_views,
+        eval_views=0,
     )
     generate(
         conf.source_preset,
@@ -102,10 +123,20 @@ def render(conf: DemoConfig, out: Path) -> tuple[Path, Path]:
         layouts=("facade",),
         num_scenes=1,
         views=0,
-        video_frames=2,
-        eval_views=conf.source_eval_views,
+        video_frames=conf.source_frames,
+        eval_views=0,
     )
-    return next((out / "target" / "video").iterdir()), next((out / "source" / "video").iterdir())
+    train, held_out = sorted((out / "target" / "video").iterdir())[:2]
+    source = sorted((out / "source" / "video").iterdir())[0]
+    gaps = tuple(conf.eval_gaps)
+    return RenderedData(
+        video=train / "frames",
+        intrinsics=train / "intrinsics.txt",
+        target_pairs=write_video_pairs(held_out, out / "target" / "eval_pairs.txt", gaps),
+        target_images=held_out / "frames",
+        source_pairs=write_video_pairs(source, out / "source" / "eval_pairs.txt", gaps),
+        source_images=source / "frames",
+    )
 
 
 def run(conf: DemoConfig) -> dict[str, Any]:
@@ -119,11 +150,11 @@ def run(conf: DemoConfig) -> dict[str, Any]:
     out = Path(conf.out)
     start = time.perf_counter()
     print(
-        f"[1/5] rendering the target domain ({conf.target_preset}, {conf.frames}-frame video) and the "
-        f"pretraining domain's held-out views into {out / 'data'}",
+        f"[1/5] rendering two {conf.frames}-frame videos of the target domain ({conf.target_preset}: one to "
+        f"fine-tune on, one held out) and a pretraining-domain video into {out / 'data'}",
         flush=True,
     )
-    target, source = render(conf, out / "data")
+    data = render(conf, out / "data")
     results: dict[str, dict[str, dict[str, Any]]] = {"target": {}, "source": {}}
     print(
         f"[2/5] baselines on the target pairs: {', '.join(conf.baselines)}; shipped S2LD on the "
@@ -131,9 +162,11 @@ def run(conf: DemoConfig) -> dict[str, Any]:
         flush=True,
     )
     for name in conf.baselines:
-        results["target"][name] = _eval(name, target / "eval", out / "eval" / "target" / name, conf.progress)
+        results["target"][name] = _eval(
+            name, data.target_pairs, data.target_images, out / "eval" / "target" / name, conf.progress
+        )
     results["source"]["s2ld (shipped)"] = _eval(
-        "s2ld", source / "eval", out / "eval" / "source" / "s2ld", conf.progress
+        "s2ld", data.source_pairs, data.source_images, out / "eval" / "source" / "s2ld", conf.progress
     )
     print(
         f"[3/5] fine-tuning S2LD on the unlabeled target video for {conf.steps} steps "
@@ -141,10 +174,10 @@ def run(conf: DemoConfig) -> dict[str, Any]:
         flush=True,
     )
     ft_conf: dict[str, Any] = {
-        "video": str(target / "frames"),
-        "intrinsics": str(target / "intrinsics.txt"),
+        "video": str(data.video),
+        "intrinsics": str(data.intrinsics),
         "out": str(out / "finetune"),
-        "eval": {"pairs": str(target / "eval" / "pairs_with_gt.txt")},
+        "eval": {"pairs": str(data.target_pairs), "images": str(data.target_images)},
         "model": {"geometry_from": conf.geometry_from},
         "train": {"max_steps": conf.steps, "overwrite": True, "progress": conf.progress},
     }
@@ -160,7 +193,12 @@ def run(conf: DemoConfig) -> dict[str, Any]:
     print("[4/5] fine-tuned S2LD on the pretraining-domain pairs", flush=True)
     tuned = S2LD.from_checkpoint(out / "finetune" / "model.pt")
     results["source"]["s2ld (fine-tuned)"] = _eval(
-        "s2ld-finetuned", source / "eval", out / "eval" / "source" / "s2ld-finetuned", conf.progress, tuned
+        "s2ld-finetuned",
+        data.source_pairs,
+        data.source_images,
+        out / "eval" / "source" / "s2ld-finetuned",
+        conf.progress,
+        tuned,
     )
     report = write_report(out, conf, results, ft, time.perf_counter() - start)
     print(
@@ -206,7 +244,10 @@ def write_report(
         f"{protocol['epipolar_threshold']:g} (normalized coordinates), percent.",
         "",
     ]
-    titles = {"target": "Target domain (new): held-out pairs", "source": "Pretraining domain: held-out pairs"}
+    titles = {
+        "target": "Target domain (new): pairs of a held-out video (frames i, i + gap)",
+        "source": "Pretraining domain: pairs of a video (frames i, i + gap)",
+    }
     for domain, per in results.items():
         lines += [f"## {titles[domain]}", "", TABLE_HEADER, "|---" * 9 + "|"]
         for name, s in per.items():

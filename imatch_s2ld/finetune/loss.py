@@ -44,7 +44,7 @@ from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .window import WindowMatches
 
-__all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches"]
+__all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
 
 DEFAULT_CONF: dict[str, Any] = {
     "reprojection_weight": 1.0,
@@ -66,12 +66,14 @@ class WindowTargets:
             landmark with the BA pose); weight: ``(N, Kmax)`` its weight (0: no target).
         track: ``(N, Kmax)`` int64 landmark id of the keypoint (-1: none). Two keypoints of different
             frames with the same id correspond, whether or not that pair matched them (transitivity).
+        depth: ``(N, Kmax)`` depth of the keypoint's landmark in frame ``n`` (0: none).
         T_cw: ``(N, 4, 4)`` BA world-to-camera pose of each window frame; registered: ``(N,)`` bool.
     """
 
     xy: Tensor
     weight: Tensor
     track: Tensor
+    depth: Tensor
     T_cw: Tensor
     registered: Tensor
 
@@ -107,7 +109,11 @@ class WindowTargets:
         xy[f, k] = target.float().cpu()
         w[f, k] = weight.float().cpu()
         track[f, k] = landmark
-        return cls(xy, w, track, T, reg)
+        depth = torch.zeros(N, kmax, dtype=torch.float32)
+        X = rec.ba.points.detach().double().cpu()[landmark]
+        Tf = T.double()[f]
+        depth[f, k] = ((Tf[:, 2, :3] * X).sum(-1) + Tf[:, 2, 3]).float()
+        return cls(xy, w, track, depth, T, reg)
 
     @classmethod
     def from_poses(cls, rec: WindowReconstruction, matches: WindowMatches, K: Tensor,
@@ -122,6 +128,7 @@ class WindowTargets:
         xy = torch.zeros(N, kmax, 2, dtype=torch.float32)
         w = torch.zeros(N, kmax, dtype=torch.float32)
         track = torch.full((N, kmax), -1, dtype=torch.long)
+        depth = torch.zeros(N, kmax, dtype=torch.float32)
         Kd = K.detach().double().cpu().expand(N, 3, 3)
         Td = T.double()
         kp = [torch.as_tensor(x, dtype=torch.float64) for x in matches.keypoints.xy]
@@ -137,7 +144,7 @@ class WindowTargets:
             kept.append(PairMatches.create(a, b, pm.matches[keep], pm.confidence[keep]))
         tracks = build_tracks(matches.keypoints.counts, kept)
         if tracks.num_tracks == 0:
-            return cls(xy, w, track, T, reg)
+            return cls(xy, w, track, depth, T, reg)
         obs_t = torch.as_tensor(tracks.obs_track, dtype=torch.long)
         obs_f = torch.as_tensor(tracks.obs_frame, dtype=torch.long)
         obs_k = torch.as_tensor(tracks.obs_kpt, dtype=torch.long)
@@ -157,7 +164,8 @@ class WindowTargets:
         xy[f, k] = proj[good].float()
         w[f, k] = 1.0
         track[f, k] = obs_t[good]
-        return cls(xy, w, track, T, reg)
+        depth[f, k] = cam[good, 2].float()
+        return cls(xy, w, track, depth, T, reg)
 
 
 def fundamental(T_ab: Tensor, Ka: Tensor, Kb: Tensor) -> Tensor:
@@ -166,6 +174,14 @@ def fundamental(T_ab: Tensor, Ka: Tensor, Kb: Tensor) -> Tensor:
     tx = torch.zeros(3, 3, dtype=T_ab.dtype, device=T_ab.device)
     tx[0, 1], tx[0, 2], tx[1, 0], tx[1, 2], tx[2, 0], tx[2, 1] = -t[2], t[1], t[2], -t[0], -t[1], t[0]
     return torch.linalg.inv(Kb).T @ (tx @ R) @ torch.linalg.inv(Ka)
+
+
+def warp_points(xy: Tensor, depth: Tensor, Ka: Tensor, Kb: Tensor, T_ab: Tensor) -> Tensor:
+    """``(M, 2)`` pixels of frame a at ``(M,)`` depths -> ``(M, 2)`` pixels of frame b."""
+    ray = torch.cat([xy, torch.ones_like(xy[:, :1])], -1) @ torch.linalg.inv(Ka).T
+    cam_b = (ray * depth[:, None]) @ T_ab[:3, :3].T + T_ab[:3, 3]
+    uv = cam_b @ Kb.T
+    return uv[:, :2] / uv[:, 2:].clamp_min(1e-9)
 
 
 def track_matches(track_a: Tensor, track_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -209,6 +225,7 @@ class FinetuneLoss:
         c = float(self.conf["reprojection_scale_px"]) / long_side
         Kn = K.to(dev).float().expand(images.shape[0], 3, 3)
         xy_t, w_t, tr_t = targets.xy.to(dev), targets.weight.to(dev), targets.track.to(dev)
+        d_t = targets.depth.to(dev)
         T = targets.T_cw.to(dev)
         was_training = model.training
         model.eval()
@@ -229,8 +246,13 @@ class FinetuneLoss:
                 n_pairs += 1
                 ex = out.matches_extra
                 if bool(ex.any()):
+                    # keypoint of frame a -> landmark projection; its local-dense prediction in frame b
+                    # -> the keypoint's own ray at the landmark's depth, seen from b (the exact
+                    # correspondence of the keypoint where it is, given the BA geometry)
                     r0 = (out.mkpts0[ex] - xy_t[a, i]) / long_side
-                    r1 = (out.mkpts1[ex] - xy_t[b, j]) / long_side
+                    T_ab = T[b] @ torch.linalg.inv(T[a])
+                    warped = warp_points(out.mkpts0[ex].detach(), d_t[a, i], Kn[a], Kn[b], T_ab)
+                    r1 = (out.mkpts1[ex] - warped) / long_side
                     w = torch.sqrt(wa * wb)
                     cost = _cauchy(r0.square().sum(-1), c) + _cauchy(r1.square().sum(-1), c)
                     rep_sum = rep_sum + (w * cost).sum()

@@ -48,6 +48,9 @@ DEFAULT_CONF: dict[str, Any] = {
     "geometry_from": "sift",  # sift | matcher | both (README: measured comparison)
     "max_gap": None,  # match window frames at most this many apart (None: all pairs)
     "min_confidence": 0.0,  # S2LD matches below this confidence do not enter tracks
+    # quality gate: a weak reconstruction gives targets worse than the matcher's own predictions
+    "min_points": 80,  # skip windows whose BA has fewer landmarks
+    "min_registered": None,  # skip windows with fewer registered frames (None: all frames of the window)
     "sift": {"num_features": 2000, "ratio": 0.8},
     "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
     "loss": LOSS_CONF,
@@ -117,7 +120,8 @@ class FinetuneModel(nn.Module):
             )
         self.criterion = FinetuneLoss(self.conf["loss"])
         self.last_reason = ""
-        #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window); None: not written
+        #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window) and
+        #: ``failed_ba/window_<start>.npz`` (problems whose BA failed); None: not written
         self.skip_log_dir: Path | None = None
 
     # ---------------------------------------------------------------- trainer contract
@@ -157,6 +161,8 @@ class FinetuneModel(nn.Module):
             s2ld_matches=float(sum(len(p.matches) for p in s2ld.pairs)),
         )
         success, reason = rec.success, rec.reason
+        if success:
+            success, reason = self._quality(rec, images.shape[0])
         if (
             success
             and self.conf["debug_skip_rank"] is not None
@@ -169,6 +175,8 @@ class FinetuneModel(nn.Module):
             if self.skip_log_dir is not None:
                 with open(self.skip_log_dir / f"skipped_windows_rank{_rank()}.jsonl", "a") as f:
                     f.write(json.dumps({"start": start, "reason": reason}) + "\n")
+                if reason.startswith("ba:") and rec.init.problem is not None:  # for `imatch ba PROBLEM.npz`
+                    rec.init.problem.save(self.skip_log_dir / "failed_ba" / f"window_{start:05d}.npz")
             return self._skipped(images, stats)
         if self.conf["geometry_from"] == "sift":  # S2LD tracks triangulated with the SIFT BA poses
             targets = WindowTargets.from_poses(rec, s2ld, K)
@@ -208,6 +216,15 @@ class FinetuneModel(nn.Module):
             empty = WindowMatches(s2ld.keypoints, [])
             return merge_window_matches(empty, sift)
         return merge_window_matches(s2ld, sift)
+
+    def _quality(self, rec: WindowReconstruction, num_frames: int) -> tuple[bool, str]:
+        need = num_frames if self.conf["min_registered"] is None else int(self.conf["min_registered"])
+        points = rec.init.problem.num_points if rec.init.problem is not None else 0
+        if len(rec.init.frames) < need:
+            return False, f"weak: {len(rec.init.frames)} of {num_frames} frames registered (need {need})"
+        if points < int(self.conf["min_points"]):
+            return False, f"weak: {points} landmarks (need {self.conf['min_points']})"
+        return True, rec.reason
 
     def _skipped(self, images: Tensor, stats: Mapping[str, float]) -> dict[str, Tensor]:
         zero = sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,13 @@ def training_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def skip_reasons(out: Path) -> dict[str, int]:
-    """Skipped windows per reason (the reason's text before any parenthesis), all ranks."""
+    """Skipped windows per kind of reason (its text before any parenthesis, numbers as N), all ranks."""
     counts: dict[str, int] = {}
     for path in sorted(out.glob("skipped_windows_rank*.jsonl")):
         for line in path.read_text().splitlines():
             if line.strip():
-                key = json.loads(line)["reason"].split("(")[0].strip().rstrip(":")
+                reason = json.loads(line)["reason"].split("(")[0].strip().rstrip(":")
+                key = re.sub(r"\d+(\.\d+)?", "N", reason)  # one category per kind of failure
                 counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
