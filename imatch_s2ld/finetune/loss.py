@@ -46,13 +46,17 @@ from .window import WindowMatches
 
 __all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
 
+#: Defaults chosen by measurement (README, "Fine-tuning: what helps"): on short-baseline windows the
+#: landmark depths (hence the reprojection targets) are noisier than S2LD's own predictions, and the
+#: matching pseudo-labels shift the shared backbone away from the fine stage; the depth-free epipolar
+#: (triangulation) term is the one that improves the matcher. The other terms stay available.
 DEFAULT_CONF: dict[str, Any] = {
-    "reprojection_weight": 1.0,
+    "reprojection_weight": 0.0,
     "reprojection_scale_px": 2.0,  # Cauchy width, pixels
-    "matching_weight": 1.0,
+    "matching_weight": 0.0,
     "epipolar_pos_px": 1.5,  # predicted match within this Sampson distance: positive
     "epipolar_neg_px": 6.0,  # beyond this: negative (in between: not labelled)
-    "triangulation_weight": 0.1,
+    "triangulation_weight": 1.0,
     "triangulation": {"kernel": "cauchy"},  # TriangulationRegularizer overrides
 }
 

@@ -320,7 +320,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
     pb, pa = r["ba_probe"]["before"], r["ba_probe"]["after"]
     if pb and pa:
         lines += [
-            "## Bundle adjustment on fixed probe windows",
+            "## Bundle adjustment of S2LD's own tracks on fixed probe windows",
             "",
             "| matcher | windows reconstructed | RMS before BA (px) | RMS after BA (px) | landmarks "
             "| inliers |",

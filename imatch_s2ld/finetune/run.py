@@ -64,7 +64,7 @@ DEFAULT_CONF: dict[str, Any] = {
         TRAIN_DEFAULTS,
         {
             "max_steps": 100,
-            "lr": 1e-4,
+            "lr": 1e-5,
             "weight_decay": 0.0,
             "warmup_steps": 5,
             "scheduler": "constant",
@@ -151,20 +151,28 @@ def _probe_indices(n_windows: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_windows - 1, count)})
 
 
-def _window_geometry(model: FinetuneModel, windows: VideoWindows, index: int) -> tuple[Any, torch.Tensor]:
+def _window_geometry(
+    model: FinetuneModel, windows: VideoWindows, index: int, own_tracks: bool = False
+) -> tuple[Any, torch.Tensor]:
     item = windows[index]
     images = item["images"]
     from .window import match_window
 
     pairs = window_pairs(images.shape[0], model.conf["max_gap"])
     s2ld = match_window(model.net, images, pairs, float(model.conf["min_confidence"]))
-    return model._geometry(images, pairs, s2ld), item["K"]
+    return (s2ld if own_tracks else model._geometry(images, pairs, s2ld)), item["K"]
 
 
 def probe_ba(
-    model: FinetuneModel, windows: VideoWindows, indices: list[int], K: np.ndarray | None = None
+    model: FinetuneModel,
+    windows: VideoWindows,
+    indices: list[int],
+    K: np.ndarray | None = None,
+    own_tracks: bool = True,
 ) -> dict[str, Any]:
-    """Reconstruct the windows ``indices`` with ``model``'s current matcher (no training).
+    """Reconstruct the windows ``indices`` with ``model``'s current matcher (no training): from S2LD's own
+    tracks (``own_tracks``: the BA error measures the matcher, whatever ``--geometry-from`` is) or from
+    the configured geometry source (the preflight).
 
     Returns:
         ``{"windows": [...], "success": n, "ba_rms_px": mean final RMS over successes,
@@ -172,7 +180,7 @@ def probe_ba(
     """
     rows = []
     for index in indices:
-        geometry, K_item = _window_geometry(model, windows, index)
+        geometry, K_item = _window_geometry(model, windows, index, own_tracks)
         Kw = torch.as_tensor(K if K is not None else K_item.numpy(), dtype=torch.float64)
         rec = reconstruct_window(geometry.keypoints, geometry.pairs, Kw, model.conf["reconstruction"])
         stats = window_statistics(rec)
@@ -225,7 +233,7 @@ def preflight(
     pconf = conf["preflight"]
     indices = _probe_indices(len(windows), int(pconf["windows"]))
     K = np.asarray(intr.K, dtype=np.float64)
-    report = probe_ba(model, windows, indices, K)
+    report = probe_ba(model, windows, indices, K, own_tracks=False)
     flows = [r["median_flow_px"] for r in report["windows"] if np.isfinite(r["median_flow_px"])]
     where = windows.video.path
     if flows and max(flows) < float(pconf["static_px"]):
@@ -391,27 +399,15 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
         )
         if not result.finished:
             return {}
-        after: dict[str, Any] = {}
         if main_proc:
             logger.info(
                 "[4/4] fine-tuned matcher: BA on the probe windows%s, report",
                 "" if dataset is None else ", evaluation pairs",
             )
             model.net.eval()
-            after["probe"] = probe_ba(model, windows, probe_idx)
-            _draw_video(
-                model, windows, probe_idx, conf, out / "video" / "after" / "viz", "fine-tuned", dataset
+            after = _measure(
+                model, windows, probe_idx, dataset, conf, out, eval_resize, "after", "s2ld-finetuned"
             )
-            if dataset is not None:
-                after["eval"] = evaluate_pairs(
-                    model.net,
-                    dataset,
-                    conf["eval"],
-                    out / "eval" / "after",
-                    "s2ld-finetuned",
-                    eval_resize,
-                    int(conf["eval"]["viz"]),
-                )
             report = write_report(
                 out, conf, intr, K, probe, before, after, result, time.perf_counter() - start_time
             )
@@ -443,18 +439,9 @@ def _before(
         if resume and path.is_file():
             before = json.loads(path.read_text())
         else:
-            before["probe"] = probe_ba(model, windows, probe_idx)
-            _draw_video(model, windows, probe_idx, conf, out / "video" / "before" / "viz", "start", dataset)
-            if dataset is not None:
-                before["eval"] = evaluate_pairs(
-                    model.net,
-                    dataset,
-                    conf["eval"],
-                    out / "eval" / "before",
-                    "s2ld-start",
-                    eval_resize,
-                    int(conf["eval"]["viz"]),
-                )
+            before = _measure(
+                model, windows, probe_idx, dataset, conf, out, eval_resize, "before", "s2ld-start"
+            )
             write_json(path, before)
     box = [before]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -480,3 +467,30 @@ def _draw_video(
             probe_idx[i] for i in np.linspace(0, len(probe_idx) - 1, min(viz, len(probe_idx))).astype(int)
         ]
         draw_video_pairs(model.net, windows, sorted(set(picks)), windows.K.double().numpy(), folder, label)
+
+
+def _measure(
+    model: FinetuneModel,
+    windows: VideoWindows,
+    probe_idx: list[int],
+    dataset: DatasetConfig | None,
+    conf: Mapping[str, Any],
+    out: Path,
+    eval_resize: Any,
+    stage: str,
+    label: str,
+) -> dict[str, Any]:
+    """BA on the probe windows, pictures, and the evaluation (if any) of the current matcher."""
+    result: dict[str, Any] = {"probe": probe_ba(model, windows, probe_idx)}
+    _draw_video(model, windows, probe_idx, conf, out / "video" / stage / "viz", label, dataset)
+    if dataset is not None:
+        result["eval"] = evaluate_pairs(
+            model.net,
+            dataset,
+            conf["eval"],
+            out / "eval" / stage,
+            label,
+            eval_resize,
+            int(conf["eval"]["viz"]),
+        )
+    return result
