@@ -163,11 +163,7 @@ class FinetuneModel(nn.Module):
         success, reason = rec.success, rec.reason
         if success:
             success, reason = self._quality(rec, images.shape[0])
-        if (
-            success
-            and self.conf["debug_skip_rank"] is not None
-            and _rank() == int(self.conf["debug_skip_rank"])
-        ):
+        if self.conf["debug_skip_rank"] is not None and _rank() == int(self.conf["debug_skip_rank"]):
             success, reason = False, f"debug_skip_rank={self.conf['debug_skip_rank']}"
         self.last_reason = reason
         if not success:
