@@ -243,6 +243,7 @@ def _frames(src: Path, dst: Path, names: list[str]) -> Path:
 
 def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
     frames, intr = scene["frames"], str(scene["intrinsics"])
+    tmp.mkdir(parents=True)
     empty = tmp / "empty"
     empty.mkdir()
     two = _frames(frames, tmp / "two", ["a.png", "b.png"])
@@ -264,7 +265,7 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
     v = ["--intrinsics", intr]
     return {
         "empty folder": (["--video", str(empty), *v], "no frames"),
-        "fewer than 3 frames": (["--video", str(two), *v], "2 frames"),
+        "fewer than 3 frames": (["--video", str(two), *v], "at least 3 are needed"),
         "unreadable frame": (["--video", str(corrupt), *v], "3.png"),
         "mixed sizes": (["--video", str(mixed), *v], "2.png"),
         "static camera": (["--video", str(static), *v], "camera does not move"),

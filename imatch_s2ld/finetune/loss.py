@@ -117,7 +117,7 @@ class WindowTargets:
         X = rec.ba.points.detach().double().cpu()[landmark]
         Tf = T.double()[f]
         depth[f, k] = ((Tf[:, 2, :3] * X).sum(-1) + Tf[:, 2, 3]).float()
-        return cls(xy, w, track, depth, T, reg)
+        return cls(*_drop_degenerate(xy, w, track, depth), T, reg)
 
     @classmethod
     def from_poses(cls, rec: WindowReconstruction, matches: WindowMatches, K: Tensor,
@@ -169,7 +169,17 @@ class WindowTargets:
         w[f, k] = 1.0
         track[f, k] = obs_t[good]
         depth[f, k] = cam[good, 2].float()
-        return cls(xy, w, track, depth, T, reg)
+        return cls(*_drop_degenerate(xy, w, track, depth), T, reg)
+
+
+def _drop_degenerate(xy: Tensor, w: Tensor, track: Tensor, depth: Tensor,
+                     rel: float = 1e-3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Remove targets whose landmark is at (or behind) the camera centre: depth <= rel * median depth."""
+    has = w > 0
+    if bool(has.any()):
+        bad = has & (depth <= rel * float(depth[has].median()))
+        w, track, depth = w.masked_fill(bad, 0.0), track.masked_fill(bad, -1), depth.masked_fill(bad, 0.0)
+    return xy, w, track, depth
 
 
 def fundamental(T_ab: Tensor, Ka: Tensor, Kb: Tensor) -> Tensor:
