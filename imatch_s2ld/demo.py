@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .finetune.report import SUMMARY_KEYS
+from .finetune.report import SUMMARY_KEYS, relative_gain
 
 TABLE_HEADER = (
     "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs | failures |"
@@ -198,13 +198,6 @@ def run(conf: DemoConfig) -> dict[str, Any]:
     return report
 
 
-def _gain(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
-    return {
-        k: (after[k] - before[k]) / before[k] * 100 if before[k] else None
-        for k in ("auc@5", "auc@10", "auc@20")
-    }
-
-
 def write_report(
     out: Path,
     conf: DemoConfig,
@@ -213,7 +206,10 @@ def write_report(
     seconds: float,
 ) -> dict[str, Any]:
     """Write ``report.md`` and ``report.json``; return the JSON content."""
-    gains = {d: _gain(r["s2ld (shipped)"], r["s2ld (fine-tuned)"]) for d, r in results.items()}
+    gains = {}
+    for domain, r in results.items():  # percent
+        g = relative_gain(r["s2ld (shipped)"], r["s2ld (fine-tuned)"]) or {}
+        gains[domain] = {k: None if v is None else 100 * v for k, v in g.items()}
     protocol = results["target"]["s2ld (fine-tuned)"]["protocol"]
     f = ft["finetune"]
     pb, pa = ft["ba_probe"]["before"], ft["ba_probe"]["after"]

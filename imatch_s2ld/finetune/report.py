@@ -98,9 +98,10 @@ def skip_reasons(out: Path) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _relative_gain(
+def relative_gain(
     before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
+    """``(after - before) / before`` of AUC@5/10/20 (None where before is 0; None without both)."""
     if not before or not after:
         return None
     return {
@@ -238,7 +239,7 @@ def write_report(
     report = {
         "before": b_eval,
         "after": a_eval,
-        "gain": _relative_gain(b_eval, a_eval),
+        "gain": relative_gain(b_eval, a_eval),
         "ba_probe": {
             "before": _probe_summary(before.get("probe")),
             "after": _probe_summary(after.get("probe")),

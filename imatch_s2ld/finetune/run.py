@@ -263,13 +263,13 @@ def refine_focal(
     """Profile search of the focal length: the factor whose BA on the probe windows has the lowest mean
     final robust cost per observation (windows failing at any factor are left out)."""
     rows, per = [], {}
+    geometries = {index: _window_geometry(model, windows, index)[0] for index in indices}  # K-independent
     for f in factors:
         Kf = K.copy()
         Kf[0, 0] *= f
         Kf[1, 1] *= f
         costs = {}
-        for index in indices:
-            geometry, _ = _window_geometry(model, windows, index)
+        for index, geometry in geometries.items():
             rec = reconstruct_window(
                 geometry.keypoints, geometry.pairs, torch.as_tensor(Kf), model.conf["reconstruction"]
             )
