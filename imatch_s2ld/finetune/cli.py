@@ -22,6 +22,7 @@ from ..cli import ArgumentParser, run_command
 from ..train.config import build_config
 from ..train.trainer import TrainingInterrupted
 from .geometry import GEOMETRY_SOURCES
+from .implicit import BA_GRAD_MODES
 
 __all__ = ["build_parser", "main"]
 
@@ -55,6 +56,12 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
         "--geometry-from",
         choices=GEOMETRY_SOURCES,
         help="window poses from SIFT tracks (default), the matcher itself, or both",
+    )
+    p.add_argument(
+        "--ba-grad",
+        choices=BA_GRAD_MODES,
+        help="reprojection-term gradient w.r.t. the BA solution: fixed optimum (default) or implicit "
+        "(Theseus re-solve, implicit differentiation; needs model.loss.reprojection_weight > 0)",
     )
     p.add_argument("--eval-pairs", help="pairs_with_gt.txt or a COLMAP model folder: AUC before/after")
     p.add_argument("--eval-images", help="images of --eval-pairs (default: next to it)")
@@ -112,6 +119,8 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.geometry_from is not None:
         layered["model"] = {"geometry_from": args.geometry_from}
+    if args.ba_grad is not None:
+        layered.setdefault("model", {})["loss"] = {"ba_grad": args.ba_grad}
     conf = build_config(DEFAULT_CONF, args.config, layered)
     return build_config(conf, None, list(args.overrides))
 

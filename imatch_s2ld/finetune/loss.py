@@ -9,7 +9,10 @@ the BA optimum), every pair ``(a, b)`` of the window is matched again **with** g
   local-dense prediction in frame ``b`` are pulled towards the projections ``pi(T*_a p*)`` and
   ``pi(T*_b p*)``. Residuals are divided by the image's longer side (image-size invariant) and pass
   through a Cauchy kernel of width ``reprojection_scale_px`` (robust to BA outliers), weighted by the
-  BA observation weight.
+  BA observation weight. With ``ba_grad: implicit`` (``--ba-grad implicit``; needs
+  ``reprojection_weight > 0`` and theseus-ai) both predictions are instead observations of their landmark
+  in a Theseus re-solve of the window's BA (from ``T*``, ``p*``), compared with the landmark's re-solved
+  projections and differentiated through the solution too (:mod:`imatch_s2ld.finetune.implicit`).
 - **Matching term.** The matching probabilities (``scores``) get pseudo-labels from the BA
   geometry: track matches and predicted matches within ``epipolar_pos_px`` (Sampson distance with
   the BA relative pose) are positives, predicted matches beyond ``epipolar_neg_px`` negatives
@@ -42,6 +45,8 @@ from ..losses.matching import focal_loss
 from ..losses.triangulation import TriangulationRegularizer
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
+from .implicit import DEFAULT_CONF as IMPLICIT_BA_CONF
+from .implicit import WindowObservations, check_ba_grad
 from .window import WindowMatches
 
 __all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
@@ -58,6 +63,11 @@ DEFAULT_CONF: dict[str, Any] = {
     "epipolar_neg_px": 6.0,  # beyond this: negative (in between: not labelled)
     "triangulation_weight": 1.0,
     "triangulation": {"kernel": "cauchy"},  # TriangulationRegularizer overrides
+    # gradient of the reprojection term w.r.t. the BA solution: "fixed" (T*, p* constant, iMatching) or
+    # "implicit" (re-solved with Theseus, differentiated implicitly: imatch_s2ld.finetune.implicit);
+    # "implicit" needs reprojection_weight > 0 and theseus-ai
+    "ba_grad": "fixed",
+    "implicit_ba": IMPLICIT_BA_CONF,  # the re-solve's options (ba_grad implicit only)
 }
 
 
@@ -222,6 +232,7 @@ class FinetuneLoss:
     def __init__(self, conf: Mapping[str, Any] | None = None) -> None:
         self.conf = merge_conf(DEFAULT_CONF, conf)
         self.regularizer = TriangulationRegularizer(self.conf["triangulation"])
+        check_ba_grad(self.conf)  # InputError: unknown ba_grad; implicit with weight 0 or without theseus
 
     def __call__(self, model: S2LD, images: Tensor, K: Tensor, matches: WindowMatches,
                  targets: WindowTargets) -> LossOutput:
@@ -248,6 +259,7 @@ class FinetuneLoss:
         tri_terms, match_terms, px = [], [], []
         n_pos = n_neg = 0
         n_pairs = n_targets = 0
+        implicit = WindowObservations() if self.conf["ba_grad"] == "implicit" else None
         try:
             for pm in matches.pairs:
                 a, b = pm.i, pm.j
@@ -259,7 +271,12 @@ class FinetuneLoss:
                 out = model(images[a:a + 1], images[b:b + 1], extra_matches=extra)
                 n_pairs += 1
                 ex = out.matches_extra
-                if bool(ex.any()):
+                if bool(ex.any()) and implicit is not None:  # --ba-grad implicit: solved after the loop
+                    w = torch.sqrt(wa * wb)
+                    implicit.add_pair(a, b, tr_t[a, i], out.mkpts0[ex], out.mkpts1[ex], w)
+                    rep_w = rep_w + w.sum()
+                    n_targets += int(ex.sum())
+                elif bool(ex.any()):
                     # keypoint of frame a -> landmark projection; its local-dense prediction in frame b
                     # -> the keypoint's own ray at the landmark's depth, seen from b (the exact
                     # correspondence of the keypoint where it is, given the BA geometry)
@@ -285,6 +302,10 @@ class FinetuneLoss:
                     n_pos, n_neg = n_pos + p, n_neg + n
         finally:
             model.train(was_training)
+        if implicit is not None and len(implicit):  # the tracked predictions against their re-solved BA
+            rep_sum, dist, _ = implicit.reprojection(targets, Kn, float(self.conf["reprojection_scale_px"]),
+                                                     long_side, self.conf["implicit_ba"])
+            px.append(dist)
         reprojection = rep_sum / rep_w.clamp_min(1e-12) * (1.0 / (c * c))  # ~ squared error in kernel widths
         triangulation = torch.stack(tri_terms).mean() if tri_terms else images.new_zeros(())
         matching = torch.stack(match_terms).mean() if match_terms else images.new_zeros(())

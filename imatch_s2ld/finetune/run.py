@@ -39,6 +39,7 @@ from ..train.checkpoint import CHECKPOINT_DIR, LAST
 from ..train.config import save_config
 from ..train.trainer import TRAIN_DEFAULTS, Trainer, create_accelerator
 from .data import VideoWindows
+from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
 from .model import DEFAULT_CONF as MODEL_CONF
 from .model import FinetuneModel, window_statistics
@@ -306,6 +307,7 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
     conf = merge_conf(DEFAULT_CONF, conf)
     if conf["out"] is None:
         raise InputError("--out is required")
+    check_ba_grad(conf["model"]["loss"])  # before decoding the video (FinetuneLoss checks it again)
     out = Path(conf["out"])
     tconf = dict(conf["train"])
     last = out / CHECKPOINT_DIR / LAST
