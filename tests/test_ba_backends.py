@@ -183,6 +183,20 @@ def test_weighted_optimum_pypose_theseus():
     torch.testing.assert_close(a.points, b.points, rtol=0, atol=1e-4)
 
 
+@needs_theseus
+def test_theseus_fixed_points_match_ceres():
+    """Fixed points with free poses (regression: Theseus grouped "pose | point aux" cost functions with
+    "pose, point" ones for vectorization and gave them the point Jacobian too, an IndexError)."""
+    syn = make_synthetic_problem(3, 20, noise_px=0.5, seed=0)
+    fixed = torch.zeros(20, dtype=torch.bool)
+    fixed[[2, 5]] = True
+    problem = _with(syn.problem, fixed_points=fixed)
+    a, b = solve(problem, {"backend": "ceres"}), solve(problem, {"backend": "theseus"})
+    assert a.success and b.success, (a.reason, b.reason)
+    assert abs(a.final_cost - b.final_cost) <= 1e-6 * a.final_cost
+    torch.testing.assert_close(b.points[fixed], problem.points[fixed], rtol=0, atol=0)
+
+
 def test_ceres_input_errors():
     syn = make_synthetic_problem(3, 40, noise_px=0.5, seed=3)
     w = torch.ones(syn.problem.num_observations, dtype=syn.problem.dtype)

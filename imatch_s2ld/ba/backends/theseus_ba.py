@@ -102,7 +102,10 @@ if th is not None:
                 setattr(self, n, v)
             self.point, self.xy, self.K = point, xy, K
             self.register_optim_vars([n for n in (*names, "point") if optim.get(n, False)])
-            self.register_aux_vars([n for n in (*names, "point") if not optim.get(n, False)] + ["xy", "K"])
+            # xy first: Theseus groups cost functions for vectorization by the concatenated types of their
+            # optim + aux variables, so "SE3 | Point3, Point2, K" (fixed point) would join "SE3, Point3 |
+            # Point2, K" (free point) and get its Jacobians; a leading Point2 marks where aux starts
+            self.register_aux_vars(["xy", "K"] + [n for n in (*names, "point") if not optim.get(n, False)])
 
         def _pose_vars(self) -> tuple:
             return (self.pose,) if self.scale_dim is None else (self.rotation, self.t_free, self.t_fixed)
