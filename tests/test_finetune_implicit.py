@@ -93,16 +93,19 @@ def test_implicit_gradient_matches_finite_differences():
     g = torch.Generator().manual_seed(0)
     w = torch.rand(p.num_observations, generator=g, dtype=torch.float64) + 0.5
 
-    def loss(xy):
+    def loss(xy, conf=LSQ):
         return implicit_reprojection_loss(xy, p.obs_frame, p.obs_point, p.K[0], opt.poses, opt.points,
-                                          weight=w, ba_weight=torch.ones_like(w), scale_px=1.0, conf=LSQ)
+                                          weight=w, ba_weight=torch.ones_like(w), scale_px=1.0, conf=conf)
 
     xy = p.obs_xy.clone().requires_grad_(True)
     value, sol = loss(xy)
     value.backward()
-    xd = p.obs_xy.clone().requires_grad_(True)
+    xd = p.obs_xy.clone().requires_grad_(True)  # the direct term: solution held fixed
     r = reprojection_residuals(xd, p.obs_frame, p.obs_point, p.K[0], sol.T_cw.detach(), sol.X.detach())
     ((w * reprojection_cost(r, 1.0)).sum() / w.sum()).backward()
+    xo = p.obs_xy.clone().requires_grad_(True)  # the same through the option
+    loss(xo, {**LSQ, "through_solution": False})[0].backward()
+    torch.testing.assert_close(xo.grad, xd.grad)
     h = 1e-4
     for _ in range(3):
         v = torch.randn(p.obs_xy.shape, generator=g, dtype=torch.float64)
@@ -132,6 +135,45 @@ def test_robust_ba_gradient_is_close_to_finite_differences():
     with torch.no_grad():
         fd = float((loss(p.obs_xy + 1e-4 * v) - loss(p.obs_xy - 1e-4 * v)) / 2e-4)
     assert abs(float((xy.grad * v).sum()) - fd) < 0.1 * abs(fd)
+
+
+@needs_theseus
+def test_unobservable_landmark_is_held_fixed():
+    """A landmark seen along (nearly) parallel rays (moved 1e7 units away) is held fixed (its Gauss-Newton
+    block would be singular); the others still carry the gradient."""
+    syn = make_synthetic_problem(3, 20, noise_px=0.5, seed=2)
+    p = syn.problem
+    opt = solve(p, TIGHT)
+    X = opt.points.clone()
+    C = -(opt.poses[0, :3, :3].T @ opt.poses[0, :3, 3])
+    X[3] = C + 1e7 * (X[3] - C) / (X[3] - C).norm()
+    xy = p.obs_xy.clone().requires_grad_(True)
+    value, sol = implicit_reprojection_loss(xy, p.obs_frame, p.obs_point, p.K[0], opt.poses, X)
+    assert sol.extra["held_points"] == 1 and sol.status.startswith("schur: converged")
+    held = torch.autograd.grad(sol.X[3].sum(), xy, retain_graph=True)[0]
+    free = torch.autograd.grad(sol.X[4].sum(), xy, retain_graph=True)[0]
+    assert float(held.abs().max()) == 0 and float(free.abs().max()) > 0
+    value.backward()
+    assert torch.isfinite(xy.grad).all() and float(xy.grad.abs().max()) > 0
+
+
+@needs_theseus
+def test_phase1_solvers_agree():
+    """Theseus' LM as the phase-1 solver (from a perturbed start) reaches the Schur LM's solution and
+    gives the same gradient."""
+    syn = make_synthetic_problem(3, 20, noise_px=0.5, seed=2)
+    p = syn.problem
+    grads, costs = [], []
+    for solver in ("schur", "theseus"):
+        xy = p.obs_xy.clone().requires_grad_(True)
+        value, sol = implicit_reprojection_loss(xy, p.obs_frame, p.obs_point, p.K[0], p.pose_matrices(),
+                                                p.points, conf={"solver": solver, "max_iterations": 100})
+        value.backward()
+        assert sol.status.startswith(solver) and sol.cost < 0.1 * sol.cost_init
+        grads.append(xy.grad)
+        costs.append(sol.cost)
+    assert abs(costs[0] - costs[1]) < 1e-6 * costs[0]
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-4 * float(grads[0].abs().max()))
 
 
 # ------------------------------------------------------------------------------- FinetuneLoss

@@ -2,9 +2,9 @@
 
 By default (``ba_grad: fixed``, iMatching) :class:`imatch_s2ld.finetune.loss.FinetuneLoss` treats the
 window's BA solution ``(T*, p*)`` as constants. With ``ba_grad: implicit`` the window's tracked S2LD
-predictions (observations ``obs_xy``, which carry autograd) are bundle-adjusted again with Theseus
-(poses + landmarks, from ``(T*, p*)``), and the solution is differentiated w.r.t. ``obs_xy`` by the
-implicit function theorem (``backward_mode="implicit"``). The gradient of
+predictions (observations ``obs_xy``, which carry autograd) are bundle-adjusted again (poses +
+landmarks, from ``(T*, p*)``), and the solution is differentiated w.r.t. ``obs_xy`` by the implicit
+function theorem (Theseus, ``backward_mode="implicit"``). The gradient of
 
     L(obs_xy) = loss(obs_xy, x*(obs_xy))
 
@@ -16,14 +16,19 @@ at an exact optimum (envelope theorem), so the term through the solution vanishe
 gradient is already right; hence ``fixed`` is the default. The two differ when the loss weighs the
 observations differently from the BA, or when the BA is not converged.
 
-**How.** Phase 1 (no gradient): Levenberg-Marquardt from the initial solution (``max_iterations``, best
-iterate kept). Phase 2: one Gauss-Newton step with autograd on, Hessian detached (Theseus' implicit
-mode): ``x = x* + delta(obs_xy)`` with ``d delta = -H^-1 d(J^T r)``, the implicit-function-theorem
-derivative with the Gauss-Newton (for a robust kernel: IRLS) Hessian ``H``. It is exact for a
-least-squares BA with zero residuals; residuals and the robust kernel's curvature make it approximate.
-The objective, the analytic-Jacobian cost function and the gauge (COLMAP's: first fixed frame plus one
-translation coordinate of the scale frame) are those of :mod:`imatch_s2ld.ba.backends.theseus_ba`; the
-observation pixels are its auxiliary variables ``xy_<o>``, fed with the autograd tensors.
+**How.** Phase 1 (no gradient): :func:`imatch_s2ld.ba.solve` from the initial solution, by default with
+this package's Schur LM (``solver: schur``; ``theseus``: Theseus' LM, about 10x slower to converge on a
+window). The S2LD tracks of short-baseline windows include landmarks with nearly parallel rays, whose
+depth is unobservable: the BA moves them far away and their Hessian block vanishes; landmarks whose rays
+span less than ``min_angle_deg`` at the phase-1 solution are therefore held fixed (no gradient through
+them). Phase 2: one Gauss-Newton step with autograd on and the Hessian detached (Theseus' implicit mode):
+``x = x* + delta(obs_xy)``, ``d delta = -H^-1 d(J^T r)``: the implicit-function-theorem derivative with
+the Gauss-Newton (for a robust kernel: IRLS) Hessian ``H``. It is exact for a least-squares BA at zero
+residual; residuals and the robust kernel's curvature make it approximate (a few percent with Cauchy
+against finite differences, tests/test_finetune_implicit.py). The objective, its analytic-Jacobian cost
+function and the gauge (COLMAP's: first fixed frame plus one translation coordinate of the scale frame)
+are those of :mod:`imatch_s2ld.ba.backends.theseus_ba`; the observation pixels are its auxiliary
+variables ``xy_<o>``, fed with the autograd tensors.
 
 Theseus is imported on first use (``import theseus`` takes seconds); without it every entry point raises
 a one-line :class:`imatch_s2ld.errors.InputError`.
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -53,14 +58,25 @@ __all__ = [
 
 #: ``ba_grad`` values of the fine-tuning loss: ``fixed`` (iMatching, default), ``implicit`` (this module).
 BA_GRAD_MODES = ("fixed", "implicit")
+#: Phase-1 solvers of the re-solve (``implicit_ba.solver``).
+PHASE1_SOLVERS = ("schur", "theseus")
 
 #: Options of the differentiable BA (``model.loss.implicit_ba``).
 DEFAULT_CONF: dict[str, Any] = {
-    "max_iterations": 5,  # LM iterations without gradient before the differentiated Gauss-Newton step
+    # phase-1 solver (no gradient; imatch_s2ld.ba.solve backend): "schur" (this package's LM: converged
+    # in ~1.5 s on a 4-frame window where Theseus' LM was still moving after 100 iterations, 35 s) or
+    # "theseus"
+    "solver": "schur",
+    "max_iterations": 100,  # phase-1 LM iterations (0: differentiate at the initial solution)
     "robust_kernel": "cauchy",  # none | huber | cauchy (the BA's kernel)
     "robust_scale_px": None,  # kernel width, px (None: the loss' own scale, reprojection_scale_px)
-    "initial_lambda": 1e-4,
     "function_tolerance": 1e-10,  # relative cost change that stops phase 1
+    # landmarks whose viewing rays (at the phase-1 solution) span less than this are held fixed: their
+    # depth is unobservable (they drift far away) and the Gauss-Newton system would be singular
+    "min_angle_deg": 0.1,
+    # False: the re-solved solution is detached (only the direct term at it; a diagnostic for measuring
+    # the term through the solution, benchmarks/bench_ba_grad.py)
+    "through_solution": True,
 }
 
 
@@ -99,10 +115,13 @@ def _ba_conf(conf: Mapping[str, Any], scale_px: float) -> dict[str, Any]:
 
     if int(conf["max_iterations"]) < 0:
         raise InputError(f"implicit_ba.max_iterations must be >= 0, got {conf['max_iterations']}")
+    if conf["solver"] not in PHASE1_SOLVERS:
+        raise InputError(f"implicit_ba.solver: expected one of {', '.join(PHASE1_SOLVERS)}, "
+                         f"got {conf['solver']!r}")
     scale = scale_px if conf["robust_scale_px"] is None else float(conf["robust_scale_px"])
-    return ba_conf({"backend": "theseus", "robust_kernel": conf["robust_kernel"], "robust_scale_px": scale,
+    return ba_conf({"backend": conf["solver"], "robust_kernel": conf["robust_kernel"],
+                    "robust_scale_px": scale,
                     "max_iterations": int(conf["max_iterations"]),
-                    "initial_lambda": float(conf["initial_lambda"]),
                     "function_tolerance": float(conf["function_tolerance"])})
 
 
@@ -188,6 +207,19 @@ def landmarks_from_targets(targets: WindowTargets, K: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------- the solve
+def _degenerate_points(problem: Any, min_angle_deg: float) -> Tensor:
+    """``(P,)`` bool: observed points of a :class:`imatch_s2ld.ba.BundleProblem` whose largest angle between
+    viewing rays (weighted observations) is below ``min_angle_deg``, or that are not finite."""
+    from ..geometry import camera_centers, triangulation_angle
+
+    used = problem.obs_weight > 0
+    vis = torch.zeros(problem.num_frames, problem.num_points, dtype=problem.dtype, device=problem.device)
+    vis[problem.obs_frame[used], problem.obs_point[used]] = 1.0
+    angle = triangulation_angle(problem.points, camera_centers(problem.pose_matrices()), vis)
+    observed = vis.sum(0) > 0
+    return observed & ~(angle >= min_angle_deg)  # NaN angles count as degenerate
+
+
 @dataclass(frozen=True)
 class ImplicitSolution:
     """A BA solution differentiable w.r.t. the observations (float64).
@@ -195,9 +227,12 @@ class ImplicitSolution:
     Attributes:
         T_cw: ``(N, 4, 4)`` world-to-camera poses (frames without observations: the initial pose).
         X: ``(P, 3)`` landmarks (landmarks without observations: the initial value).
-        iterations: LM iterations of phase 1; status: Theseus' status of phase 1.
-        cost_init, cost: robust BA cost ``0.5 sum w rho(|r|^2)`` (px^2) before and after phase 1.
+        iterations: LM iterations of phase 1; status: its solver and termination reason.
+        cost_init, cost: robust BA cost ``0.5 sum w rho(|r|^2)`` (px^2) at the initial and the returned
+            solution.
         time_s: wall time of the solve (forward only).
+        extra: linear solver, gauge, ``num_observations`` (in the differentiated objective),
+            ``num_points``, ``held_points`` (held fixed by ``min_angle_deg``).
     """
 
     T_cw: Tensor
@@ -228,10 +263,12 @@ def solve_ba_implicit(obs_xy: Tensor, obs_frame: Tensor, obs_point: Tensor, K: T
         :class:`ImplicitSolution` (float64, on ``obs_xy``'s device).
     Raises:
         InputError: theseus-ai missing, bad shapes or indices, non-finite observations, bad options.
+        RuntimeError: the phase-1 solve failed (degenerate problem; its reason is in the message).
     """
     from ..ba.backends import theseus_ba as tb
     from ..ba.backends.common import plan_gauge, robust_cost
     from ..ba.problem import BundleProblem, poses_to_se3
+    from ..ba.solve import solve
 
     require_theseus()
     start = time.perf_counter()
@@ -244,35 +281,33 @@ def solve_ba_implicit(obs_xy: Tensor, obs_frame: Tensor, obs_point: Tensor, K: T
     problem = BundleProblem.from_arrays(K, T_cw, X, obs_frame, obs_point, xy.detach(),
                                         None if obs_weight is None else obs_weight.detach(),
                                         fixed_frames=fixed_frames, device=obs_xy.device)
-    gauge = plan_gauge(problem, bconf)
-    objective, poses, points = tb._objective(problem, bconf, gauge)
-    solver_cls, adaptive, solver_name = tb._linear_solver(problem.device)
-    optimizer = tb.th.LevenbergMarquardt(
-        objective, linear_solver_cls=solver_cls, vectorize=True, abs_err_tolerance=tb._ABS_COST_TOLERANCE,
-        rel_err_tolerance=float(bconf["function_tolerance"]),
-        max_iterations=max(int(bconf["max_iterations"]), 1))
-    layer = tb.th.TheseusLayer(optimizer).to(problem.device)
-    kwargs = {"damping": float(bconf["initial_lambda"]), "adaptive_damping": adaptive,
-              "ellipsoidal_damping": adaptive, "verbose": False}
     cost_init = robust_cost(problem, problem.poses, problem.points, bconf)
-    iterations, status = 0, "NOT_RUN"
-    if int(bconf["max_iterations"]) > 0:  # phase 1: LM without gradient, best iterate kept
-        with torch.no_grad():
-            _, info = layer.forward(optimizer_kwargs={**kwargs, "track_best_solution": True,
-                                                      "track_err_history": True})
-        objective.update({k: v.to(problem.device) for k, v in info.best_solution.items()})
-        status = str(info.status[0].name)
-        iterations = int(torch.isfinite(info.err_history[0]).sum()) - 1
-    T1, X1 = tb._read_back(problem, gauge, poses, points)
-    cost = robust_cost(problem, poses_to_se3(T1), X1, bconf)
+    start_at, iterations, status = problem, 0, "phase 1 not run (max_iterations 0)"
+    if int(bconf["max_iterations"]) > 0:  # phase 1, no gradient
+        res = solve(problem, bconf)
+        if not res.success:
+            raise RuntimeError(f"implicit BA: phase-1 {bconf['backend']} solve failed ({res.reason})")
+        start_at = replace(problem, poses=res.poses_se3, points=res.points.to(problem.dtype))
+        iterations, status = res.iterations, res.reason
+        if not status.startswith(bconf["backend"]):
+            status = f"{bconf['backend']}: {status}"
+    held = _degenerate_points(start_at, float(opts["min_angle_deg"]))
+    start_at = replace(start_at, fixed_points=start_at.fixed_points | held)
     # phase 2: one Gauss-Newton step with autograd on (Hessian detached): the implicit derivative
+    gauge = plan_gauge(start_at, bconf)
+    objective, poses, points = tb._objective(start_at, bconf, gauge)
+    solver_cls, _, solver_name = tb._linear_solver(problem.device)
+    optimizer = tb.th.LevenbergMarquardt(objective, linear_solver_cls=solver_cls, vectorize=True,
+                                         max_iterations=1)
+    layer = tb.th.TheseusLayer(optimizer).to(problem.device)
     inputs = {name: xy[o:o + 1] for o in range(xy.shape[0])
               if objective.has_aux_var(name := f"xy_{o}")}
-    optimizer.params.max_iterations = 1
-    layer.forward(input_tensors=inputs, optimizer_kwargs={**kwargs, "backward_mode": "implicit"})
-    T, Xs = tb._read_back(problem, gauge, poses, points)
-    extra = {"linear_solver": solver_name, "gauge": gauge.description,
-             "num_observations": len(inputs), "num_points": len(points)}
+    with torch.set_grad_enabled(torch.is_grad_enabled() and bool(opts["through_solution"])):
+        layer.forward(input_tensors=inputs, optimizer_kwargs={"backward_mode": "implicit", "verbose": False})
+    T, Xs = tb._read_back(start_at, gauge, poses, points)
+    cost = robust_cost(problem, poses_to_se3(T.detach()), Xs.detach(), bconf)
+    extra = {"linear_solver": solver_name, "gauge": gauge.description, "num_observations": len(inputs),
+             "num_points": len(points), "held_points": int(held.sum())}
     return ImplicitSolution(T, Xs, iterations, status, cost_init, cost, time.perf_counter() - start, extra)
 
 
