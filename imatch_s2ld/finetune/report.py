@@ -260,7 +260,8 @@ def write_report(
             "source": intr.source,
             "description": intr.description,
             "K": np.asarray(K).tolist(),
-            "refined": bool(preflight.get("focal_search")),
+            "refined": (preflight.get("focal_search") or {}).get("factor") is not None,
+            "focal_search": preflight.get("focal_search"),  # run.refine_focal: every factor and its cost
         },
         "preflight": {"success": preflight["success"], "windows": len(preflight["windows"])},
         "video": str(conf["video"]),

@@ -254,42 +254,132 @@ def preflight(
     return K, report
 
 
+_GOLDEN = 0.381966  # 1 - 1/phi: golden-section step, as a fraction of the larger side of the bracket
+
+
+def _scaled_focal(K: np.ndarray, factor: float) -> np.ndarray:
+    """``K`` with fx and fy multiplied by ``factor``."""
+    Kf = np.array(K, dtype=np.float64)
+    Kf[0, 0] *= factor
+    Kf[1, 1] *= factor
+    return Kf
+
+
+def _parabola_vertex(a: float, x: float, b: float, fa: float, fx: float, fb: float) -> float | None:
+    """Abscissa of the minimum of the parabola through three points ``a < x < b`` (None if degenerate)."""
+    if not (a < x < b and np.isfinite([fa, fx, fb]).all()):
+        return None
+    p, q = (x - a) * (fx - fb), (x - b) * (fx - fa)
+    den = p - q
+    if den >= 0:  # not convex (the middle point is not below the chord)
+        return None
+    return x - 0.5 * ((x - a) * p - (x - b) * q) / den
+
+
 def refine_focal(
     model: FinetuneModel,
     windows: VideoWindows,
     indices: list[int],
     K: np.ndarray,
     factors: tuple[float, ...] = (0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 1.8),
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Profile search of the focal length: the factor whose BA on the probe windows has the lowest mean
-    final robust cost per observation (windows failing at any factor are left out)."""
-    rows, per = [], {}
+    fine_steps: int = 4,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Profile search of the focal length (fx, fy = factor x the prior's) by the BA of the probe windows.
+
+    The cost of a factor is the mean over the probe windows of the final robust BA cost per observation.
+    The windows are matched once (their geometry does not depend on K); an evaluation is one BA per
+    window. Windows that count: those that reconstruct at every coarse factor, or if none does, those that
+    reconstruct with the prior (a factor at which one of them fails is then out).
+
+    1. Coarse: every factor of ``factors``.
+    2. Fine: golden-section search of log(factor) between the coarse neighbours of the best coarse factor
+       (``fine_steps`` evaluations, each shrinking the bracket to ~0.6-0.8 of its width), then one
+       evaluation at the vertex of the parabola through the best point and the two bracket ends. The
+       lowest cost of all evaluations wins: a few percent of the profile optimum instead of up to
+       +-11% for the coarse grid alone, for 5 more BAs per window (13 instead of 8).
+
+    Returns:
+        K with the chosen focal (``K`` unchanged if no window reconstructs) and the search
+        ``{"prior_fx", "factor" (None: not refined), "fx", "windows", "evaluations": [{"stage": "coarse" |
+        "fine", "factor", "fx", "cost"}, ...]}`` (cost None: a counted window failed at that factor).
+    """
     geometries = {index: _window_geometry(model, windows, index)[0] for index in indices}  # K-independent
-    for f in factors:
-        Kf = K.copy()
-        Kf[0, 0] *= f
-        Kf[1, 1] *= f
+    prior_fx = float(K[0, 0])
+
+    def window_costs(factor: float) -> dict[int, float]:
         costs = {}
         for index, geometry in geometries.items():
-            rec = reconstruct_window(
-                geometry.keypoints, geometry.pairs, torch.as_tensor(Kf), model.conf["reconstruction"]
-            )
+            Kf = torch.as_tensor(_scaled_focal(K, factor))
+            rec = reconstruct_window(geometry.keypoints, geometry.pairs, Kf, model.conf["reconstruction"])
             if rec.success and rec.ba is not None and rec.init.problem is not None:
                 costs[index] = rec.ba.cost_history[-1] / max(1, rec.init.problem.num_observations)
-        per[f] = costs
-    common = set(indices)
-    for costs in per.values():
-        common &= set(costs)
-    if not common:
-        return K, [{"factor": f, "cost": float("nan")} for f in factors]
+        return costs
+
+    coarse = {f: window_costs(f) for f in factors}
+    used = set(indices).intersection(*coarse.values())
+    if not used:
+        used = set(coarse[1.0] if 1.0 in coarse else window_costs(1.0))
+    table: dict[float, float] = {}  # log(factor) -> cost
+    evaluations: list[dict[str, Any]] = []
+
+    def record(stage: str, t: float, costs: dict[int, float]) -> float:
+        cost = float(np.mean([costs[i] for i in used])) if used and used <= costs.keys() else float("inf")
+        table[t] = cost
+        f = float(np.exp(t))
+        evaluations.append(
+            {
+                "stage": stage,
+                "factor": round(f, 4),
+                "fx": round(prior_fx * f, 2),
+                "cost": cost if np.isfinite(cost) else None,
+            }
+        )
+        return cost
+
     for f in factors:
-        rows.append({"factor": f, "cost": float(np.mean([per[f][i] for i in common]))})
-    best = min(rows, key=lambda r: r["cost"])["factor"]
-    Kb = K.copy()
-    Kb[0, 0] *= best
-    Kb[1, 1] *= best
-    logger.info("focal refinement: factor %.2f of the prior (fx = %.1f px)", best, Kb[0, 0])
-    return Kb, rows
+        record("coarse", float(np.log(f)), coarse[f])
+    search: dict[str, Any] = {
+        "prior_fx": prior_fx,
+        "factor": None,
+        "fx": prior_fx,
+        "windows": sorted(used),
+        "evaluations": evaluations,
+    }
+    if not np.isfinite(min(table.values())):
+        logger.warning("focal refinement: no probe window reconstructs; keeping the prior focal")
+        return K, search
+
+    def cost(t: float) -> float:
+        return record("fine", t, window_costs(float(np.exp(t))))
+
+    grid = sorted(table)
+    x = min(grid, key=table.__getitem__)
+    k = grid.index(x)
+    coarse_best = float(np.exp(x))
+    a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    for _ in range(int(fine_steps)):
+        u = x + _GOLDEN * (b - x) if b - x >= x - a else x - _GOLDEN * (x - a)
+        if abs(u - x) < 1e-3:  # bracket narrower than 0.1 %
+            break
+        if cost(u) < table[x]:
+            a, b, x = (x, b, u) if u > x else (a, x, u)
+        else:
+            a, b = (a, u) if u > x else (u, b)
+    v = _parabola_vertex(a, x, b, table[a], table[x], table[b])
+    if v is not None and min(abs(v - t) for t in table) > 1e-3:
+        cost(v)
+    best = min(table, key=table.__getitem__)
+    factor = float(np.exp(best))
+    Kb = _scaled_focal(K, factor)
+    search.update(factor=round(factor, 4), fx=round(float(Kb[0, 0]), 2))
+    logger.info(
+        "focal refinement: factor %.3f of the prior (fx = %.1f px; best coarse factor %.2f; %d evaluations)",
+        factor,
+        Kb[0, 0],
+        coarse_best,
+        len(evaluations),
+    )
+    return Kb, search
 
 
 # ------------------------------------------------------------------------------------------ main
