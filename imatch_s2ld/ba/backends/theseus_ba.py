@@ -20,7 +20,8 @@ dense Cholesky solver runs true LM with step rejection (``extra["linear_solver"]
   stops after a rejected step, whose change is 0), and a cost (or cost change) below
   :data:`_ABS_COST_TOLERANCE`. Gradient and parameter tolerances have no Theseus counterpart.
 - Theseus can differentiate through the solve (``backward_mode="implicit"``): ``extra["implicit_diff"]``
-  is True, but :func:`solve_theseus` returns detached values.
+  is True, but :func:`solve_theseus` returns detached values; :mod:`imatch_s2ld.finetune.implicit`
+  (``--ba-grad implicit``) builds this objective with autograd observations and differentiates it.
 """
 
 from __future__ import annotations
