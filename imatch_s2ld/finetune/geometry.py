@@ -32,6 +32,7 @@ def sift_window_matches(
     pairs: Sequence[tuple[int, int]],
     num_features: int = 2000,
     ratio: float = 0.8,
+    contrast_threshold: float = 0.04,
 ) -> WindowMatches:
     """SIFT keypoints detected once per frame and matched per pair (so tracks can form).
 
@@ -39,10 +40,12 @@ def sift_window_matches(
         images: per frame ``(H, W)`` uint8 grayscale.
         pairs: frame index pairs ``(a, b)``.
         num_features: SIFT features per frame; ratio: Lowe's ratio (plus a mutual check).
+        contrast_threshold: OpenCV's SIFT ``contrastThreshold`` (0.04 = OpenCV's default; lower keeps
+            the weak extrema of low-contrast frames: fog, night).
     Returns:
         :class:`WindowMatches`; keypoint confidence 1, match confidence ``1 - distance ratio``.
     """
-    sift = cv2.SIFT_create(nfeatures=int(num_features))
+    sift = cv2.SIFT_create(nfeatures=int(num_features), contrastThreshold=float(contrast_threshold))
     xy, desc = [], []
     for image in images:
         kp, d = sift.detectAndCompute(np.ascontiguousarray(image), None)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ..eval.viz import draw_matches
 from ..models.s2ld import S2LD
 from .data import VideoWindows
 from .intrinsics import Intrinsics
+from .model import reason_kind
 
 __all__ = [
     "SUMMARY_KEYS",
@@ -92,8 +92,7 @@ def skip_reasons(out: Path) -> dict[str, int]:
     for path in sorted(out.glob("skipped_windows_rank*.jsonl")):
         for line in path.read_text().splitlines():
             if line.strip():
-                reason = json.loads(line)["reason"].split("(")[0].strip().rstrip(":")
-                key = re.sub(r"\d+(\.\d+)?", "N", reason)  # one category per kind of failure
+                key = reason_kind(json.loads(line)["reason"])  # one category per kind of failure
                 counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
@@ -250,6 +249,7 @@ def write_report(
             "windows": int(stats["steps"]) * int(result.num_processes),
             "skipped_windows": sum(reasons.values()),
             "skip_reasons": reasons,
+            "window_selection": preflight.get("window_selection"),
             "geometry_from": conf["model"]["geometry_from"],
             "window": dict(conf["window"]),
             "lr": conf["train"]["lr"],

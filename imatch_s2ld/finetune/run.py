@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list
+from torch.utils.data import Dataset, Subset
 
 from ..ba.pipeline import reconstruct_window
 from ..conf import merge_conf
@@ -46,7 +47,9 @@ from .model import FinetuneModel, window_statistics
 from .video import open_video
 from .window import window_pairs
 
-__all__ = ["DEFAULT_CONF", "build_windows", "evaluate_pairs", "main", "preflight", "probe_ba"]
+__all__ = [
+    "DEFAULT_CONF", "build_windows", "evaluate_pairs", "main", "preflight", "probe_ba", "select_windows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +385,35 @@ def refine_focal(
     return Kb, search
 
 
+def select_windows(
+    model: FinetuneModel, windows: VideoWindows, probe: dict[str, Any], progress: bool = False
+) -> Dataset:
+    """The windows training draws from. With ``--geometry-from sift`` the window geometry does not depend
+    on the matcher: every window is reconstructed once here, the ones failing the quality gate are left
+    out (so no step is spent on them) and the others' reconstructions are cached in ``model``. With the
+    matcher's own geometry every window stays (failures are skipped during training).
+
+    Writes ``probe["window_selection"] = {"windows", "usable", "rejected": {reason: count}}``.
+
+    Raises:
+        InputError: no window passes the gate (with the reasons).
+    """
+    if model.conf["geometry_from"] != "sift":
+        return windows
+    t0 = time.perf_counter()
+    usable, rejected = model.select_sift_windows(windows, progress)
+    probe["window_selection"] = {"windows": len(windows), "usable": len(usable), "rejected": rejected}
+    logger.info("SIFT geometry: %d of %d windows usable (%.0f s)%s", len(usable), len(windows),
+                time.perf_counter() - t0, "".join(f"; {n}x {k}" for k, n in rejected.items()))
+    if not usable:
+        reasons = "; ".join(f"{n}x {k}" for k, n in rejected.items())[:300]
+        raise InputError(
+            f"{windows.video.path}: no window of the video gives a usable SIFT reconstruction ({reasons}); "
+            "try a larger --window-spacing, more frames, --intrinsics, or model.min_points=N"
+        )
+    return Subset(windows, usable)
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune on ``conf["video"]`` and write ``conf["out"]`` (see the module docstring).
@@ -435,6 +467,7 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             probe["success"],
             len(probe["windows"]),
         )
+        train_set = select_windows(model, windows, probe, bool(tconf["progress"]) and main_proc)
         if main_proc:
             out.mkdir(parents=True, exist_ok=True)
             save_config(conf, out / "config.yaml")
@@ -466,8 +499,8 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
                 return {k: float(s[k]) for k in ("auc@5", "auc@10", "auc@20", "precision")}
 
         sampler = SceneBalancedSampler(
-            [len(windows)],
-            len(windows),
+            [len(train_set)],
+            len(train_set),
             seed=int(tconf["seed"]),
             num_replicas=accelerator.num_processes,
             rank=accelerator.process_index,
@@ -480,7 +513,7 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
         )
         result = Trainer(tconf, out, accelerator).fit(
             model,
-            windows,
+            train_set,
             sampler,
             batch_size=1,
             num_workers=0,

@@ -1,0 +1,62 @@
+"""Window selection with ``--geometry-from sift``: every window is reconstructed once from SIFT before
+training, windows failing the quality gate are left out, the others' reconstructions are reused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imatch_s2ld.errors import InputError
+from imatch_s2ld.finetune import open_video, resolve_intrinsics
+from imatch_s2ld.finetune.data import VideoWindows
+from imatch_s2ld.finetune.model import FinetuneModel, reason_kind
+from imatch_s2ld.finetune.run import select_windows
+from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
+from imatch_s2ld.synthetic import generate
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    root = tmp_path_factory.mktemp("select")
+    generate("default", root, seed=1, progress=False, layouts=("facade",), num_scenes=1, views=2,
+             video_frames=9, eval_views=0, size=(320, 240))
+    video = open_video(root / "video" / "facade_0000" / "frames")
+    K = resolve_intrinsics(video, root / "video" / "facade_0000" / "intrinsics.txt").K
+    return VideoWindows(video, K, length=4, spacing=2)
+
+
+def test_reason_kind_drops_numbers_and_details():
+    assert reason_kind("weak: 26 landmarks (need 80)") == "weak: N landmarks"
+    assert reason_kind("init: only 1.5 deg parallax") == "init: only N deg parallax"
+
+
+def test_usable_windows_are_solved_once_and_reused(windows):
+    model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT),
+                          {"geometry_from": "sift", "min_points": 20})
+    probe: dict = {}
+    subset = select_windows(model, windows, probe)
+    sel = probe["window_selection"]
+    assert sel["windows"] == len(windows) and sel["usable"] == len(subset) > 0
+    assert sel["usable"] + sum(sel["rejected"].values()) == len(windows)
+    item = subset[0]
+    cached = model.sift_cache[item["start"]]
+    assert cached.success
+    out = model(item["images"], item["K"], item["start"])  # the cached reconstruction, not a new one
+    assert float(out["skipped"]) == 0, model.last_reason
+    assert float(out["ba_rms_px"]) == pytest.approx(float(cached.ba.rms_px))
+    assert float(out["time_ba_s"]) < 1e-3
+    fresh = model.sift_reconstruction(item["images"], item["K"])  # deterministic: same poses
+    assert torch.allclose(fresh.ba.poses, cached.ba.poses, atol=1e-6)
+
+
+def test_no_usable_window_is_a_clear_error(windows):
+    model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT),
+                          {"geometry_from": "sift", "min_points": 10**6})
+    with pytest.raises(InputError, match=r"no window .* usable SIFT reconstruction .*landmarks"):
+        select_windows(model, windows, {})
+
+
+def test_matcher_geometry_keeps_every_window(windows):
+    model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"geometry_from": "matcher"})
+    probe: dict = {}
+    assert select_windows(model, windows, probe) is windows and "window_selection" not in probe
