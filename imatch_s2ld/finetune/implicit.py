@@ -51,10 +51,15 @@ if TYPE_CHECKING:
     from .loss import WindowTargets
 
 __all__ = [
-    "BA_GRAD_MODES", "DEFAULT_CONF", "ImplicitSolution", "WindowObservations", "check_ba_grad",
-    "implicit_reprojection_loss", "landmarks_from_targets", "reprojection_cost", "reprojection_residuals",
-    "require_theseus", "solve_ba_implicit",
+    "BA_GRAD_MODES", "DEFAULT_CONF", "ImplicitBAError", "ImplicitSolution", "WindowObservations",
+    "check_ba_grad", "implicit_reprojection_loss", "landmarks_from_targets", "reprojection_cost",
+    "reprojection_residuals", "require_theseus", "solve_ba_implicit",
 ]
+
+
+class ImplicitBAError(RuntimeError):
+    """The re-solve of a window's BA failed (the fine-tuning step skips the window)."""
+
 
 #: ``ba_grad`` values of the fine-tuning loss: ``fixed`` (iMatching, default), ``implicit`` (this module).
 BA_GRAD_MODES = ("fixed", "implicit")
@@ -286,7 +291,7 @@ def solve_ba_implicit(obs_xy: Tensor, obs_frame: Tensor, obs_point: Tensor, K: T
     if int(bconf["max_iterations"]) > 0:  # phase 1, no gradient
         res = solve(problem, bconf)
         if not res.success:
-            raise RuntimeError(f"implicit BA: phase-1 {bconf['backend']} solve failed ({res.reason})")
+            raise ImplicitBAError(f"implicit BA: phase-1 {bconf['backend']} solve failed ({res.reason})")
         start_at = replace(problem, poses=res.poses_se3, points=res.points.to(problem.dtype))
         iterations, status = res.iterations, res.reason
         if not status.startswith(bconf["backend"]):

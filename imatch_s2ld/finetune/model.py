@@ -37,6 +37,7 @@ from ..errors import InputError
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .geometry import GEOMETRY_SOURCES, merge_window_matches, sift_window_matches
+from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
 from .loss import FinetuneLoss, WindowTargets
 from .window import WindowMatches, match_window, window_pairs
@@ -188,18 +189,21 @@ class FinetuneModel(nn.Module):
             success, reason = False, f"debug_skip_rank={self.conf['debug_skip_rank']}"
         self.last_reason = reason
         if not success:
-            logger.info("window at frame %d skipped: %s", start, reason)
-            if self.skip_log_dir is not None:
-                with open(self.skip_log_dir / f"skipped_windows_rank{_rank()}.jsonl", "a") as f:
-                    f.write(json.dumps({"start": start, "reason": reason}) + "\n")
-                if reason.startswith("ba:") and rec.init.problem is not None:  # for `imatch ba PROBLEM.npz`
-                    rec.init.problem.save(self.skip_log_dir / "failed_ba" / f"window_{start:05d}.npz")
+            self._log_skip(start, reason)
+            if self.skip_log_dir is not None and reason.startswith("ba:") and rec.init.problem is not None:
+                # for `imatch ba PROBLEM.npz`
+                rec.init.problem.save(self.skip_log_dir / "failed_ba" / f"window_{start:05d}.npz")
             return self._skipped(images, stats)
         if self.conf["geometry_from"] == "sift":  # S2LD tracks triangulated with the SIFT BA poses
             targets = WindowTargets.from_poses(rec, s2ld, K)
         else:
             targets = WindowTargets.from_reconstruction(rec, geometry, s2ld.keypoints.counts)
-        loss = self.criterion(self.net, images, K, s2ld, targets)
+        try:
+            loss = self.criterion(self.net, images, K, s2ld, targets)
+        except ImplicitBAError as err:  # --ba-grad implicit: the re-solve failed on this window
+            self.last_reason = str(err)
+            self._log_skip(start, str(err))
+            return self._skipped(images, stats)
         out = {"total": loss.total, **loss.terms}
         out.update(
             {k: loss.total.new_tensor(stats.get(k, float("nan"))) for k in STAT_KEYS if k != "skipped"}
@@ -283,6 +287,12 @@ class FinetuneModel(nn.Module):
         if points < int(self.conf["min_points"]):
             return False, f"weak: {points} landmarks (need {self.conf['min_points']})"
         return True, rec.reason
+
+    def _log_skip(self, start: int, reason: str) -> None:
+        logger.info("window at frame %d skipped: %s", start, reason)
+        if self.skip_log_dir is not None:
+            with open(self.skip_log_dir / f"skipped_windows_rank{_rank()}.jsonl", "a") as f:
+                f.write(json.dumps({"start": start, "reason": reason}) + "\n")
 
     def _skipped(self, images: Tensor, stats: Mapping[str, float]) -> dict[str, Tensor]:
         zero = sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
