@@ -27,13 +27,13 @@ TIMEOUT_S = 400
 
 @pytest.mark.slow
 def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path) -> None:
-    generate("default", tmp_path / "syn", seed=2, progress=False, layouts=("facade",), num_scenes=1, views=2,
+    generate("default", tmp_path / "syn", seed=2, progress=False, layouts=("facade",), num_scenes=1, views=0,
              video_frames=8, eval_views=0, size=(320, 240), video_step=0.25)  # ample parallax
     video = tmp_path / "syn" / "video" / "facade_0000"
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "scripts" / "finetune_unlabeled.py"), "--video", str(video / "frames"),
-           "--intrinsics", str(video / "intrinsics.txt"), "--out", str(out), "--steps", "2", "--cpu",
+           "--intrinsics", str(video / "intrinsics.txt"), "--out", str(out), "--steps", "2", "--cpu", "--resize", "160",
            "--no-progress", "preflight.windows=2", "probe_windows=2", "eval.viz=0", "model.debug_skip_rank=1",
            "model.min_points=20"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

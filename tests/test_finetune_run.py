@@ -191,9 +191,10 @@ def test_ba_recovers_the_poses_of_a_synthetic_window(scene, window):
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def _run(scene, out, *extra, eval_pairs=True):
+def _run(scene, out, *extra, eval_pairs=True, resize=160):
+    """The CLI on the test video resized (default 160x120; K rescaled, evaluation at the same size)."""
     args = ["--video", str(scene["frames"]), "--intrinsics", str(scene["intrinsics"]), "--out", str(out),
-            *FAST, *extra]
+            "--resize", str(resize), *FAST, *extra]
     if eval_pairs:
         args += ["--eval-pairs", str(scene["pairs"])]
     return main(args)
@@ -201,7 +202,7 @@ def _run(scene, out, *extra, eval_pairs=True):
 
 def test_one_step_end_to_end_and_report_contract(scene, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _run(scene, out, "--steps", "1") == 0
+    assert _run(scene, out, "--steps", "1", resize=240) == 0
     printed = capsys.readouterr().out
     assert "AUC@5/10/20 before" in printed and "BA RMS on 2 probe windows" in printed
     report = json.loads((out / "report.json").read_text())
