@@ -14,8 +14,8 @@ from imatch_s2ld.synthetic.video_pairs import write_video_pairs
 
 
 def test_demo_writes_the_whole_story(tmp_path):
-    conf = DemoConfig(out=str(tmp_path / "demo"), frames=12, source_frames=10, eval_gaps=(2, 4), steps=1,
-                      baselines=("orb",), progress=False,
+    conf = DemoConfig(out=str(tmp_path / "demo"), size=(160, 120), frames=12, source_frames=10,
+                      eval_gaps=(2, 4), steps=1, baselines=("orb",), progress=False,
                       finetune_overrides=(("preflight.windows", 2), ("probe_windows", 2), ("eval.viz", 1),
                                           ("model.min_points", 20)))
     report = run(conf)
