@@ -17,8 +17,8 @@ from imatch_s2ld.synthetic import generate
 def window(tmp_path_factory):
     """A 4-frame synthetic video (unlabeled: only frames + intrinsics are used) and its tensors."""
     root = tmp_path_factory.mktemp("video")
-    generate("default", root, seed=0, progress=False, layouts=("facade",), num_scenes=1, views=2,
-             video_frames=7, eval_views=0, size=(480, 360))
+    generate("default", root, seed=0, progress=False, layouts=("facade",), num_scenes=1, views=0,
+             video_frames=7, eval_views=0, size=(320, 240))
     video = open_video(root / "video" / "facade_0000" / "frames", stride=2)
     K = resolve_intrinsics(video, root / "video" / "facade_0000" / "intrinsics.txt").K
     images = torch.stack([torch.from_numpy(video.frame(i))[None] for i in range(len(video))])
