@@ -421,3 +421,25 @@ def test_resolve_rescales_a_stated_size(tmp_path):
     K_file.write_text(json.dumps({"fx": 500, "fy": 500, "cx": 319.5, "cy": 239.5,
                                   "width": 640, "height": 480}))
     np.testing.assert_allclose(resolve_intrinsics(src, K_file).K[:2, 2], [31.5, 23.5])
+
+
+# --------------------------------------------------------------------------------------------- windows
+def test_windows_of_several_spacings(tmp_path):
+    from imatch_s2ld.finetune.data import VideoWindows
+    from imatch_s2ld.finetune.run import window_spacings
+
+    write_frames(tmp_path, [f"{k:03d}.png" for k in range(10)], size=(40, 32))
+    video = open_video(tmp_path)
+    single = VideoWindows(video, np.eye(3), length=3, spacing=2)
+    assert len(single) == 6 and single.frames(5) == [5, 7, 9]
+    both = VideoWindows(video, np.eye(3), length=3, spacing=window_spacings("4,2"))
+    assert both.spacings == (2, 4) and len(both) == 6 + 2
+    assert both.frames(0) == [0, 2, 4] and both.frames(6) == [0, 4, 8] and both.frames(7) == [1, 5, 9]
+    item = both[7]
+    assert item["images"].shape == (3, 1, 32, 40) and item["start"] == 7
+    np.testing.assert_allclose(item["images"][:, 0, 0, 0].numpy(), [10 / 255, 50 / 255, 90 / 255], atol=1e-6)
+    with pytest.raises(InputError, match="spaced 5 needs 11"):
+        VideoWindows(video, np.eye(3), length=3, spacing=[2, 5])
+    for bad in ("0", "2,x", ""):
+        with pytest.raises(InputError, match="--window-spacing"):
+            window_spacings(bad)

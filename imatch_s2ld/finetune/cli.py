@@ -51,7 +51,11 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-5)")
     p.add_argument("--window-length", type=int, help="frames per window (default 4)")
-    p.add_argument("--window-spacing", type=int, help="frame step inside a window (default 2)")
+    p.add_argument(
+        "--window-spacing",
+        help="frame step inside a window, or several comma-separated (windows of several baselines; "
+        "default 2)",
+    )
     p.add_argument(
         "--geometry-from",
         choices=GEOMETRY_SOURCES,

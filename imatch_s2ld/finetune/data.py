@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,30 +24,35 @@ def cropped_size(image_size: tuple[int, int]) -> tuple[int, int]:
 
 
 class VideoWindows(Dataset):
-    """Window ``s`` = frames ``s, s + spacing, ..., s + (length - 1) * spacing`` of the (selected) video.
+    """Window ``s`` = frames ``f, f + spacing, ..., f + (length - 1) * spacing`` of the (selected) video,
+    for every first frame ``f`` and every spacing (several spacings: windows of several baselines, all
+    spacings' windows in one index, the smallest spacing first).
 
     Args:
         video: from :func:`imatch_s2ld.finetune.open_video`.
         K: ``(3, 3)`` intrinsics of the frames as :meth:`VideoSource.frame` returns them.
-        length: frames per window (>= 2); spacing: frame step inside a window (>= 1).
+        length: frames per window (>= 2); spacing: frame step inside a window (>= 1), or several.
     Items: ``{"images": (length, 1, H, W) float32 in [0, 1], "K": (3, 3) float32, "start": int}``
-    with ``(W, H)`` = :func:`cropped_size` of the video frames.
+    with ``(W, H)`` = :func:`cropped_size` of the video frames and ``start`` the window's index.
 
     Raises:
-        InputError: bad ``length`` / ``spacing`` or a video too short for one window.
+        InputError: bad ``length`` / ``spacing`` or a video too short for a window of every spacing.
     """
 
-    def __init__(self, video: VideoSource, K: np.ndarray, length: int, spacing: int) -> None:
+    def __init__(self, video: VideoSource, K: np.ndarray, length: int, spacing: int | Sequence[int]) -> None:
+        spacings = (spacing,) if isinstance(spacing, int | np.integer) else tuple(spacing)
         if int(length) < 2:
             raise InputError(f"--window-length: expected an integer >= 2, got {length!r}")
-        if int(spacing) < 1:
-            raise InputError(f"--window-spacing: expected an integer >= 1, got {spacing!r}")
-        self.video, self.length, self.spacing = video, int(length), int(spacing)
-        self.span = (self.length - 1) * self.spacing + 1
-        if len(video) < self.span:
+        if not spacings or any(int(sp) != sp or int(sp) < 1 for sp in spacings):
+            raise InputError(f"--window-spacing: expected integers >= 1, got {spacing!r}")
+        self.video, self.length = video, int(length)
+        self.spacings = tuple(sorted({int(sp) for sp in spacings}))
+        self.spacing = self.spacings[0]
+        span = (self.length - 1) * self.spacings[-1] + 1
+        if len(video) < span:
             raise InputError(
                 f"{video.path}: {len(video)} frames selected, a window of {self.length} frames "
-                f"spaced {self.spacing} needs {self.span} (lower --window-length / "
+                f"spaced {self.spacings[-1]} needs {span} (lower --window-length / "
                 "--window-spacing or use more frames)"
             )
         self.size = cropped_size(video.image_size)
@@ -56,13 +62,17 @@ class VideoWindows(Dataset):
                 "small (at least 32x32 after --resize)"
             )
         self.K = torch.as_tensor(np.asarray(K, dtype=np.float32))
+        self._windows = [
+            (first, sp) for sp in self.spacings for first in range(len(video) - (self.length - 1) * sp)
+        ]
 
     def __len__(self) -> int:
-        return len(self.video) - self.span + 1
+        return len(self._windows)
 
     def frames(self, index: int) -> list[int]:
         """Selected-frame indices of window ``index``."""
-        return [index + k * self.spacing for k in range(self.length)]
+        first, sp = self._windows[index]
+        return [first + k * sp for k in range(self.length)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         w, h = self.size

@@ -102,8 +102,24 @@ def build_windows(conf: Mapping[str, Any]) -> tuple[VideoWindows, Intrinsics]:
     intr = resolve_intrinsics(video, conf["intrinsics"])
     for i in range(len(video)):  # decode every frame now: a corrupt one fails before any output
         video.frame_rgb(i)
-    windows = VideoWindows(video, intr.K, int(conf["window"]["length"]), int(conf["window"]["spacing"]))
+    spacings = window_spacings(conf["window"]["spacing"])
+    windows = VideoWindows(video, intr.K, int(conf["window"]["length"]), spacings)
     return windows, intr
+
+
+def window_spacings(value: Any) -> list[int]:
+    """``window.spacing`` as a list: an int, a list of ints, or a comma-separated string (``"2,4"``)."""
+    if isinstance(value, str):
+        items = value.split(",")
+    else:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+    try:
+        spacings = [int(str(v).strip()) for v in items]
+    except ValueError:
+        spacings = []
+    if not spacings or min(spacings) < 1:
+        raise InputError(f"--window-spacing: expected integers >= 1 (e.g. 2 or 2,4), got {value!r}")
+    return spacings
 
 
 def load_start(path: str | None) -> S2LD:
