@@ -83,7 +83,7 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
 
 def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The run configuration: defaults <- ``--config`` <- options <- dotted overrides."""
-    from .run import DEFAULT_CONF
+    from .run import DEFAULT_CONF, window_spacings
 
     options: dict[str, Any] = {
         "video": args.video,
@@ -97,7 +97,12 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.refine_focal:
         options["refine_focal"] = True
     window = {
-        k: v for k, v in (("length", args.window_length), ("spacing", args.window_spacing)) if v is not None
+        k: v
+        for k, v in (
+            ("length", args.window_length),
+            ("spacing", None if args.window_spacing is None else window_spacings(args.window_spacing)),
+        )
+        if v is not None
     }
     train = {
         k: v for k, v in (("max_steps", args.steps), ("lr", args.lr), ("seed", args.seed)) if v is not None

@@ -284,6 +284,10 @@ def _probe_summary(probe: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _spacing(value: Any) -> str:
+    return ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+
+
 def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -295,7 +299,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
         "",
         f"Video `{r['video']}`, start `{r['init']}`, {ft['steps']} steps, geometry from "
         f"`{ft['geometry_from']}`, windows of {ft['window']['length']} frames spaced "
-        f"{ft['window']['spacing']}; "
+        f"{_spacing(ft['window']['spacing'])}; "
         f"{r['intrinsics']['description']}; whole run {r['seconds']:.0f} s.",
         "",
     ]

@@ -62,7 +62,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "intrinsics": None,  # 3x3 text, COLMAP cameras.txt or JSON; else EXIF; else the prior
     "refine_focal": False,  # prior intrinsics only: choose the focal by BA cost on the probe windows
     "init": None,  # starting checkpoint (None: the shipped one)
-    "window": {"length": 4, "spacing": 2},
+    "window": {"length": 4, "spacing": [2]},  # spacing: one or several (windows of several baselines)
     "model": MODEL_CONF,  # FinetuneModel options (geometry_from, reconstruction, loss, ...)
     "train": merge_conf(
         TRAIN_DEFAULTS,
