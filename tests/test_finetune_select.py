@@ -60,3 +60,16 @@ def test_matcher_geometry_keeps_every_window(windows):
     model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"geometry_from": "matcher"})
     probe: dict = {}
     assert select_windows(model, windows, probe) is windows and "window_selection" not in probe
+
+
+def test_probe_common_compares_the_same_windows():
+    from imatch_s2ld.finetune.report import probe_common
+
+    before = {"windows": [{"window": 0, "success": True, "ba_rms_px": 0.4, "num_points": 100},
+                          {"window": 5, "success": False, "ba_rms_px": None, "num_points": None}]}
+    after = {"windows": [{"window": 0, "success": True, "ba_rms_px": 0.3, "num_points": 120},
+                         {"window": 5, "success": True, "ba_rms_px": 0.9, "num_points": 50}]}
+    c = probe_common(before, after)  # window 5 (reconstructed only after) stays out of both means
+    assert c == {"windows": 1, "ba_rms_px_before": 0.4, "ba_rms_px_after": 0.3,
+                 "num_points_before": 100.0, "num_points_after": 120.0}
+    assert probe_common(None, after) is None

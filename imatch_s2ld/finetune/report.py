@@ -5,7 +5,7 @@
     {"before": <evaluation summary.json of the starting matcher> | null,
      "after":  <evaluation summary.json of the fine-tuned matcher> | null,   # same keys
      "gain": {"auc@5": relative gain, ...} | null,
-     "ba_probe": {"before": {...}, "after": {...}},   # BA on fixed probe windows, both matchers
+     "ba_probe": {"before": {...}, "after": {...}, "common": {...}},  # BA on fixed probe windows
      "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
      "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
 """
@@ -242,6 +242,7 @@ def write_report(
         "ba_probe": {
             "before": _probe_summary(before.get("probe")),
             "after": _probe_summary(after.get("probe")),
+            "common": probe_common(before.get("probe"), after.get("probe")),
         },
         "finetune": {
             **stats,
@@ -274,6 +275,26 @@ def write_report(
     write_json(out / "report.json", report)
     (out / "report.md").write_text(_markdown(report))
     return report
+
+
+def probe_common(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Mean BA RMS (px) and landmarks over the probe windows reconstructed by **both** matchers (the
+    like-for-like comparison: a window only one of them reconstructs does not bias the mean)."""
+    if not before or not after:
+        return None
+    ok_b = {r["window"]: r for r in before["windows"] if r["success"]}
+    ok_a = {r["window"]: r for r in after["windows"] if r["success"]}
+    common = sorted(set(ok_b) & set(ok_a))
+    if not common:
+        return {"windows": 0, "ba_rms_px_before": None, "ba_rms_px_after": None,
+                "num_points_before": None, "num_points_after": None}
+
+    def mean(rows: Mapping[int, Any], key: str) -> float:
+        return float(np.mean([rows[w][key] for w in common]))
+
+    return {"windows": len(common), "ba_rms_px_before": mean(ok_b, "ba_rms_px"),
+            "ba_rms_px_after": mean(ok_a, "ba_rms_px"), "num_points_before": mean(ok_b, "num_points"),
+            "num_points_after": mean(ok_a, "num_points")}
 
 
 def _probe_summary(probe: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -337,6 +358,13 @@ def _markdown(r: Mapping[str, Any]) -> str:
                 f"| {name} | {p['success']}/{p['windows']} | {_fmt(p['ba_rms_init_px'], '.3f')} | "
                 f"{_fmt(p['ba_rms_px'], '.3f')} | {_fmt(p['num_points'], '.0f')} | "
                 f"{_fmt(None if p['inlier_ratio'] is None else 100 * p['inlier_ratio'])}% |"
+            )
+        c = r["ba_probe"].get("common")
+        if c and c["windows"]:
+            lines.append(
+                f"On the {c['windows']} windows both matchers reconstruct: RMS after BA "
+                f"{_fmt(c['ba_rms_px_before'], '.3f')} -> {_fmt(c['ba_rms_px_after'], '.3f')} px, landmarks "
+                f"{_fmt(c['num_points_before'], '.0f')} -> {_fmt(c['num_points_after'], '.0f')}."
             )
         lines.append("")
     lines += [
