@@ -212,7 +212,7 @@ def write_report(
         gains[domain] = {k: None if v is None else 100 * v for k, v in g.items()}
     protocol = results["target"]["s2ld (fine-tuned)"]["protocol"]
     f = ft["finetune"]
-    pb, pa = ft["ba_probe"]["before"], ft["ba_probe"]["after"]
+    pb = ft["ba_probe"]["before"]
     lines = [
         "# imatch_s2ld demo: self-supervised fine-tuning on a new domain",
         "",
@@ -221,8 +221,7 @@ def write_report(
         f"whole run {seconds:.0f} s.",
         "",
         f"Fine-tuning: {f['steps']} steps from the shipped checkpoint, geometry from `{conf.geometry_from}`, "
-        f"{f['skipped_windows']} of {f['windows']} windows skipped; BA RMS on {pb['windows']} "
-        f"probe windows {_num(pb['ba_rms_px'])} -> {_num(pa['ba_rms_px'])} px. "
+        f"{_selection(f)}; BA RMS of S2LD's own tracks on the {_common(ft['ba_probe'], pb['windows'])}. "
         "Details: [finetune/report.md](finetune/report.md).",
         "",
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
@@ -268,6 +267,20 @@ def write_report(
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _selection(f: dict[str, Any]) -> str:
+    sel = f.get("window_selection")
+    usable = f"{sel['usable']} of {sel['windows']} windows usable (SIFT quality gate), " if sel else ""
+    return f"{usable}{f['skipped_windows']} skipped during training"
+
+
+def _common(probe: dict[str, Any], total: int) -> str:
+    c = probe.get("common")
+    if not c or not c["windows"]:
+        return f"{total} probe windows: none reconstructed by both matchers"
+    return (f"{c['windows']} of {total} probe windows both matchers reconstruct "
+            f"{_num(c['ba_rms_px_before'])} -> {_num(c['ba_rms_px_after'])} px")
 
 
 def _num(v: float | None, spec: str = ".3f") -> str:
