@@ -17,7 +17,7 @@ def test_demo_writes_the_whole_story(tmp_path):
     conf = DemoConfig(out=str(tmp_path / "demo"), size=(160, 120), frames=12, source_frames=10,
                       eval_gaps=(2, 4), steps=1, baselines=("orb",), progress=False,
                       finetune_overrides=(("preflight.windows", 2), ("probe_windows", 2), ("eval.viz", 1),
-                                          ("model.min_points", 20)))
+                                          ("model.min_points", 20), ("window.spacing", [2])))
     report = run(conf)
     out = tmp_path / "demo"
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))

@@ -36,7 +36,7 @@ def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path) -> N
            "--intrinsics", str(video / "intrinsics.txt"), "--out", str(out), "--steps", "2", "--cpu",
            "--resize", "160",  # frames and K at half size: the same checks at a third of the time
            "--no-progress", "preflight.windows=2", "probe_windows=2", "eval.viz=0", "model.debug_skip_rank=1",
-           "model.min_points=20"]
+           "model.min_points=20", "--window-spacing", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)

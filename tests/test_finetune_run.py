@@ -28,7 +28,8 @@ from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from imatch_s2ld.synthetic import generate
 
 FAST = ["--no-progress", "--cpu", "preflight.windows=2", "probe_windows=2", "eval.viz=1",
-        "model.min_points=20"]  # a 9-frame 320x240 test video has few landmarks per window
+        "model.min_points=20",  # a 9-frame 320x240 test video has few landmarks per window
+        "--window-spacing", "2"]  # and is too short for the default spacing (4: 13 frames per window)
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument(
         "--window-spacing",
         help="frame step inside a window, or several comma-separated (windows of several baselines; "
-        "default 2)",
+        "default 4)",
     )
     p.add_argument(
         "--geometry-from",
