@@ -361,6 +361,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
             )
         c = r["ba_probe"].get("common")
         if c and c["windows"]:
+            lines.append("")
             lines.append(
                 f"On the {c['windows']} windows both matchers reconstruct: RMS after BA "
                 f"{_fmt(c['ba_rms_px_before'], '.3f')} -> {_fmt(c['ba_rms_px_after'], '.3f')} px, landmarks "
