@@ -168,13 +168,14 @@ class FinetuneModel(nn.Module):
         t0 = time.perf_counter()
         pairs = window_pairs(images.shape[0], self.conf["max_gap"])
         s2ld = match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
-        cached = self.sift_cache.get(start) if self.conf["geometry_from"] == "sift" else None
-        if cached is None:
-            geometry = self._geometry(images, pairs, s2ld)
         t1 = time.perf_counter()
-        rec = cached if cached is not None else reconstruct_window(
-            geometry.keypoints, geometry.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
-        )
+        if self.conf["geometry_from"] == "sift":  # solved once before training (select_sift_windows)
+            rec = self.sift_cache.get(start) or self.sift_reconstruction(images, K)
+        else:
+            geometry = self._geometry(images, pairs, s2ld)
+            rec = reconstruct_window(
+                geometry.keypoints, geometry.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
+            )
         t2 = time.perf_counter()
         stats = window_statistics(rec)
         stats.update(
@@ -266,11 +267,7 @@ class FinetuneModel(nn.Module):
         if source == "matcher":
             return s2ld
         sift = self._sift(images, pairs)
-        if source == "sift":
-            # S2LD keypoints stay first (no matches among them): targets index S2LD keypoints only
-            empty = WindowMatches(s2ld.keypoints, [])
-            return merge_window_matches(empty, sift)
-        return merge_window_matches(s2ld, sift)
+        return sift if source == "sift" else merge_window_matches(s2ld, sift)
 
     def _sift(self, images: Tensor, pairs: list[tuple[int, int]]) -> WindowMatches:
         sconf = self.conf["sift"]
