@@ -46,6 +46,7 @@ from torch import Tensor
 
 from ..conf import merge_conf
 from ..errors import InputError
+from ..geometry.camera import project, transform_points
 
 if TYPE_CHECKING:
     from .loss import WindowTargets
@@ -167,9 +168,8 @@ def reprojection_residuals(obs_xy: Tensor, obs_frame: Tensor, obs_point: Tensor,
     K = _check_observations(obs_xy, obs_frame, obs_point, K, T_cw, X)
     dtype = torch.promote_types(T_cw.dtype, X.dtype)
     T, Xp = T_cw.to(dtype)[obs_frame], X.to(dtype)[obs_point]
-    cam = (T[:, :3, :3] @ Xp[..., None])[..., 0] + T[:, :3, 3]
-    q = (K.to(dtype)[obs_frame] @ cam[..., None])[..., 0]
-    return obs_xy - (q[:, :2] / q[:, 2:]).to(obs_xy.dtype)
+    cam = transform_points(T, Xp[:, None])  # (M, 1, 3)
+    return obs_xy - project(cam, K.to(dtype)[obs_frame])[:, 0].to(obs_xy.dtype)
 
 
 def reprojection_cost(residual_px: Tensor, scale_px: float, long_side: float = 1.0) -> Tensor:
@@ -372,8 +372,8 @@ class WindowObservations:
     def reprojection(self, targets: WindowTargets, K: Tensor, scale_px: float, long_side: float,
                      conf: Mapping[str, Any] | None = None) -> tuple[Tensor, Tensor, ImplicitSolution]:
         """Re-solve the window's BA on these observations (from the targets' poses and landmarks) and
-        return the weighted Cauchy sum ``sum_o w_o c^2 log(1 + |r_o / L|^2 / c^2)`` (0-d, the quantity the
-        fixed term accumulates: divide by the matches' weight sum and ``c^2``), the residual norms
+        return the weighted cost sum ``sum_o w_o rho_o`` (:func:`reprojection_cost`; 0-d, the quantity
+        the fixed term accumulates: divide by the matches' weight sum), the residual norms
         ``(2 L,)`` in pixels (detached) and the solution.
 
         Args:
@@ -390,6 +390,5 @@ class WindowObservations:
                                 conf, scale_px)
         r = reprojection_residuals(xy.double().cpu(), frame, point, Kc, sol.T_cw, sol.X)
         r = r.to(xy.device, xy.dtype)
-        c = float(scale_px) / float(long_side)
-        total = (w * reprojection_cost(r, scale_px, long_side)).sum() * (c * c)
+        total = (w * reprojection_cost(r, scale_px, long_side)).sum()
         return total, r.detach().norm(dim=-1), sol

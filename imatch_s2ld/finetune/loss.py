@@ -46,7 +46,7 @@ from ..losses.triangulation import TriangulationRegularizer
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .implicit import DEFAULT_CONF as IMPLICIT_BA_CONF
-from .implicit import WindowObservations, check_ba_grad
+from .implicit import WindowObservations, check_ba_grad, reprojection_cost
 from .window import WindowMatches
 
 __all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
@@ -222,10 +222,6 @@ def track_matches(track_a: Tensor, track_b: Tensor) -> tuple[Tensor, Tensor]:
     return ia[j >= 0], j[j >= 0]
 
 
-def _cauchy(s: Tensor, c: float) -> Tensor:
-    return c * c * torch.log1p(s / (c * c))
-
-
 class FinetuneLoss:
     """Callable ``(model, images, K, matches, targets) -> LossOutput`` (see the module docstring)."""
 
@@ -247,7 +243,7 @@ class FinetuneLoss:
         dev = images.device
         H, W = images.shape[-2:]
         long_side = float(max(H, W))
-        c = float(self.conf["reprojection_scale_px"]) / long_side
+        scale = float(self.conf["reprojection_scale_px"])
         Kn = K.to(dev).float().expand(images.shape[0], 3, 3)
         xy_t, w_t, tr_t = targets.xy.to(dev), targets.weight.to(dev), targets.track.to(dev)
         d_t = targets.depth.to(dev)
@@ -280,15 +276,15 @@ class FinetuneLoss:
                     # keypoint of frame a -> landmark projection; its local-dense prediction in frame b
                     # -> the keypoint's own ray at the landmark's depth, seen from b (the exact
                     # correspondence of the keypoint where it is, given the BA geometry)
-                    r0 = (out.mkpts0[ex] - xy_t[a, i]) / long_side
+                    r0 = out.mkpts0[ex] - xy_t[a, i]
                     T_ab = T[b] @ torch.linalg.inv(T[a])
                     warped = warp_points(out.mkpts0[ex].detach(), d_t[a, i], Kn[a], Kn[b], T_ab)
-                    r1 = (out.mkpts1[ex] - warped) / long_side
+                    r1 = out.mkpts1[ex] - warped
                     w = torch.sqrt(wa * wb)
-                    cost = _cauchy(r0.square().sum(-1), c) + _cauchy(r1.square().sum(-1), c)
+                    cost = reprojection_cost(r0, scale, long_side) + reprojection_cost(r1, scale, long_side)
                     rep_sum = rep_sum + (w * cost).sum()
                     rep_w = rep_w + w.sum()
-                    px.append(torch.cat([r0, r1]).detach().norm(dim=-1) * long_side)
+                    px.append(torch.cat([r0, r1]).detach().norm(dim=-1))
                     n_targets += int(ex.sum())
                 pred = ~ex
                 T_ab = T[b] @ torch.linalg.inv(T[a])
@@ -303,10 +299,10 @@ class FinetuneLoss:
         finally:
             model.train(was_training)
         if implicit is not None and len(implicit):  # the tracked predictions against their re-solved BA
-            rep_sum, dist, _ = implicit.reprojection(targets, Kn, float(self.conf["reprojection_scale_px"]),
+            rep_sum, dist, _ = implicit.reprojection(targets, Kn, scale,
                                                      long_side, self.conf["implicit_ba"])
             px.append(dist)
-        reprojection = rep_sum / rep_w.clamp_min(1e-12) * (1.0 / (c * c))  # ~ squared error in kernel widths
+        reprojection = rep_sum / rep_w.clamp_min(1e-12)  # ~ squared error in kernel widths
         triangulation = torch.stack(tri_terms).mean() if tri_terms else images.new_zeros(())
         matching = torch.stack(match_terms).mean() if match_terms else images.new_zeros(())
         total = (self.conf["reprojection_weight"] * reprojection
