@@ -288,6 +288,7 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "missing eval pairs": (["--video", str(frames), *v, "--eval-pairs", str(tmp / "p.txt")], "p.txt"),
         "bad geometry source": (["--video", str(frames), *v, "--geometry-from", "orb"], "--geometry-from"),
         "unknown override": (["--video", str(frames), *v, "model.los.x=1"], "los"),
+        "no usable window": (["--video", str(frames), *v, "model.min_registered=99"], "no window of"),
     }
 
 
