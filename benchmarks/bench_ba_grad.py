@@ -47,7 +47,8 @@ from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from imatch_s2ld.synthetic import generate
 
 BASELINE = "fixed"
-REPROJECTION_ONLY = {"reprojection_weight": 1.0, "triangulation_weight": 0.0, "matching_weight": 0.0}
+REPROJECTION_ONLY = {"reprojection_weight": 1.0, "triangulation_weight": 0.0, "matching_weight": 0.0,
+                     "reprojection_points": "prediction"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "fixed": {"ba_grad": "fixed"},
     "implicit": {"ba_grad": "implicit"},

@@ -221,7 +221,9 @@ def write_report(
         f"whole run {seconds:.0f} s.",
         "",
         f"Fine-tuning: {f['steps']} steps from the shipped checkpoint, geometry from `{conf.geometry_from}`, "
-        f"{_selection(f)}; BA RMS of S2LD's own tracks on the {_common(ft['ba_probe'], pb['windows'])}. "
+        f"{_selection(f)}; BA RMS of S2LD's tracks on the {_common(ft['ba_probe'], pb['windows'])} "
+        "(detected keypoints), "
+        f"{_common(ft.get('ba_probe_predictions') or {}, pb['windows'], short=True)} (output matches). "
         "Details: [finetune/report.md](finetune/report.md).",
         "",
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
@@ -264,6 +266,7 @@ def write_report(
         "relative_gain_percent": gains,
         "finetune": f,
         "ba_probe": ft["ba_probe"],
+        "ba_probe_predictions": ft.get("ba_probe_predictions"),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -275,12 +278,13 @@ def _selection(f: dict[str, Any]) -> str:
     return f"{usable}{f['skipped_windows']} skipped during training"
 
 
-def _common(probe: dict[str, Any], total: int) -> str:
+def _common(probe: dict[str, Any], total: int, short: bool = False) -> str:
     c = probe.get("common")
     if not c or not c["windows"]:
         return f"{total} probe windows: none reconstructed by both matchers"
-    return (f"{c['windows']} of {total} probe windows both matchers reconstruct "
-            f"{_num(c['ba_rms_px_before'])} -> {_num(c['ba_rms_px_after'])} px")
+    where = f"{c['windows']} windows" if short else (f"{c['windows']} of {total} probe windows both "
+                                                     "matchers reconstruct")
+    return f"{where} {_num(c['ba_rms_px_before'])} -> {_num(c['ba_rms_px_after'])} px"
 
 
 def _num(v: float | None, spec: str = ".3f") -> str:

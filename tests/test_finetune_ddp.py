@@ -51,6 +51,8 @@ def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path) -> N
     ft = report["finetune"]
     assert ft["steps"] == 2 and ft["num_processes"] == 2 and ft["windows"] == 4 and ft["skipped_windows"] == 2
     assert ft["skip_reasons"] == {"debug_skip_rank=N": 2}
+    sel = ft["window_selection"]  # the SIFT windows were shared between the ranks, then gathered
+    assert sel["windows"] == 2 and sel["usable"] + sum(sel["rejected"].values()) == 2
     ckpt = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["training"]["num_processes"] == 2 and ckpt["training"]["step"] == 2
     tuned = S2LD.from_checkpoint(out / "model.pt")  # rank 0's windows changed the weights

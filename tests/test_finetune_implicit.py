@@ -225,7 +225,8 @@ def test_finetune_loss_implicit_gradient_reaches_s2ld(tiny_checkpoint):
     torch.testing.assert_close(landmarks_from_targets(targets, K)[0].float(),
                                5.0 * torch.linalg.inv(K) @ torch.cat([targets.xy[0, targets.track[0] == 0][0],
                                                                         torch.ones(1)]), atol=1e-5, rtol=0)
-    conf = {"reprojection_weight": 1.0, "triangulation_weight": 0.0, "ba_grad": "implicit"}
+    conf = {"reprojection_weight": 1.0, "triangulation_weight": 0.0, "ba_grad": "implicit",
+            "reprojection_points": "prediction"}
     model.train()
     out = FinetuneLoss(conf)(model, images, K, matches, targets)
     assert model.training
@@ -252,7 +253,8 @@ def test_window_observations_two_per_match():
 # ------------------------------------------------------------------------------- options
 def test_ba_grad_option_errors(monkeypatch):
     _one_line(lambda: FinetuneLoss({"ba_grad": "unrolled"}), r"--ba-grad: expected one of fixed, implicit")
-    _one_line(lambda: FinetuneLoss({"ba_grad": "implicit"}), "reprojection_weight is 0.0: set it > 0")
+    _one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 0.0}),
+              "reprojection_weight is 0.0: set it > 0")
     _one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 1.0,
                                     "implicit_ba": {"max_iterations": -1}}), "max_iterations must be >= 0")
     import imatch_s2ld.ba.backends.theseus_ba as theseus_ba
@@ -276,7 +278,8 @@ def test_cli_maps_ba_grad_and_refuses_bad_values(tmp_path, capsys, monkeypatch):
     cases = {
         "choice": (["--ba-grad", "unrolled"], "invalid choice: 'unrolled'"),
         "override": (["model.loss.ba_grad=unrolled"], "--ba-grad: expected one of fixed, implicit"),
-        "weight 0": (["--ba-grad", "implicit"], "reprojection_weight is 0.0"),
+        "weight 0": (["--ba-grad", "implicit", "model.loss.reprojection_weight=0"],
+                     "reprojection_weight is 0"),
         "no theseus": (["--ba-grad", "implicit", "model.loss.reprojection_weight=1"], "needs theseus-ai"),
     }
     for name, (extra, needle) in cases.items():

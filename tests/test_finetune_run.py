@@ -15,11 +15,12 @@ import torch
 
 from imatch_s2ld.ba import reconstruct_window
 from imatch_s2ld.ba.tracks import Keypoints, PairMatches
+from imatch_s2ld.errors import InputError
 from imatch_s2ld.finetune import open_video, resolve_intrinsics
 from imatch_s2ld.finetune.cli import main
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matches
-from imatch_s2ld.finetune.loss import fundamental, track_matches, warp_points
+from imatch_s2ld.finetune.loss import WindowTargets, fundamental, track_matches, warp_points
 from imatch_s2ld.finetune.model import FinetuneModel
 from imatch_s2ld.finetune.report import SUMMARY_KEYS
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
@@ -74,13 +75,64 @@ def test_sift_geometry_triangulates_s2ld_tracks_with_the_sift_poses(window):
     """Poses from SIFT tracks; S2LD's epipolar-consistent matches form tracks triangulated with them."""
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
     model = FinetuneModel(net, {"geometry_from": "sift", "min_points": 20,
-                                 "loss": {"reprojection_weight": 1.0, "matching_weight": 1.0}})
+                                 "loss": {"reprojection_weight": 1.0, "matching_weight": 1.0,
+                                          "reprojection_points": "prediction"}})
     out = model(**model.batch_inputs(_batch(window)))
     assert float(out["skipped"]) == 0, model.last_reason
     assert float(out["num_targets"]) > 50 and float(out["reproj_px"]) < 3.0
     assert float(out["triangulation"]) > 0 and float(out["pseudo_positives"]) > float(out["pseudo_negatives"])
     out["total"].backward()
     assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in net.parameters())
+
+
+def test_default_step_needs_no_s2ld_tracks(window, monkeypatch):
+    """The defaults (SIFT geometry, triangulation term, reprojection of detected keypoints): the
+    no-gradient matching pass is not run; the keypoint tracks come from the gradient pass."""
+    import imatch_s2ld.finetune.model as model_module
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("match_window must not run")
+
+    monkeypatch.setattr(model_module, "match_window", no_pass)
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"min_points": 20})
+    assert not model.needs_tracks
+    out = model(**model.batch_inputs(_batch(window)))
+    assert float(out["skipped"]) == 0, model.last_reason
+    assert float(out["triangulation"]) > 0 and float(out["num_targets"]) > 50
+    assert float(out["s2ld_matches"]) > 50 and float(out["s2ld_matches"]) == float(out["num_matches"])
+    out["total"].backward()
+    for head in ("keypoints", "fine"):
+        grads = [p.grad for n, p in net.named_parameters() if n.startswith(head + ".") and p.grad is not None]
+        assert grads and max(float(g.abs().max()) for g in grads) > 0, head
+    assert FinetuneModel(net, {"loss": {"reprojection_points": "prediction"}}).needs_tracks
+    assert FinetuneModel(net, {"loss": {"matching_weight": 1.0}}).needs_tracks
+    assert FinetuneModel(net, {"geometry_from": "matcher"}).needs_tracks
+
+
+def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window):
+    """``reprojection_points: keypoints``: the term moves the detected keypoints of S2LD's tracks
+    (built from the gradient pass itself, triangulated with the SIFT BA poses) towards their landmark
+    projections (repeatable detections); the local-dense (fine) head gets no gradient."""
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    loss = {"reprojection_weight": 1.0, "triangulation_weight": 0.0, "reprojection_points": "keypoints"}
+    model = FinetuneModel(net, {"min_points": 20, "loss": loss})
+    assert not model.needs_tracks
+    out = model(**model.batch_inputs(_batch(window)))
+    assert float(out["skipped"]) == 0, model.last_reason
+    assert float(out["num_targets"]) > 50 and 0 < float(out["reproj_px"]) < 3.0
+    inputs = model.batch_inputs(_batch(window))  # the same targets as a separate no-gradient pass
+    rec = model.sift_reconstruction(inputs["images"], inputs["K"])
+    matches = match_window(net, inputs["images"], window_pairs(len(inputs["images"])))
+    targets = WindowTargets.from_poses(rec, matches, inputs["K"])
+    assert int((targets.weight > 0).sum()) == int(out["num_targets"])
+    out["total"].backward()
+    grad = {head: max((float(p.grad.abs().max()) for n, p in net.named_parameters()
+                       if n.startswith(head + ".") and p.grad is not None), default=0.0)
+            for head in ("keypoints", "fine")}
+    assert grad["keypoints"] > 0 and grad["fine"] == 0
+    with pytest.raises(InputError, match="reprojection_points: expected one of prediction, keypoints"):
+        FinetuneModel(net, {"loss": {"reprojection_points": "dense"}})
 
 
 def test_skipped_window_still_joins_the_gradient_sync(window):
@@ -222,6 +274,7 @@ def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     assert set(report["before"]) == set(summary) == set(report["after"])
     assert set(SUMMARY_KEYS) <= set(summary)
     assert report["finetune"]["steps"] == 1 and report["ba_probe"]["before"]["windows"] == 2
+    assert report["ba_probe_predictions"]["after"]["windows"] == 2  # BA of the output matches' tracks
     for name in ("report.md", "training.png", "model.pt", "checkpoints/last.pt", "config.yaml"):
         assert (out / name).is_file(), name
     assert report["pictures"] and all((out / p).is_file() for p in report["pictures"])

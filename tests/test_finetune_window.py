@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imatch_s2ld.finetune.window import match_window, window_pairs
+from imatch_s2ld.finetune.window import match_window, match_window_reference, window_pairs
 from imatch_s2ld.models import S2LD
 
 
@@ -40,3 +40,21 @@ def test_keypoints_are_shared_across_pairs(tiny_checkpoint):
         assert pm.matches.shape[1] == 2
         assert (pm.matches[:, 0] < len(wm.keypoints.xy[pm.i])).all()
         assert (pm.matches[:, 1] < len(wm.keypoints.xy[pm.j])).all()
+
+
+def test_reference_tracks_use_the_output_matches(tiny_checkpoint):
+    """match_window_reference: frame 0's detected keypoints linked to the local-dense predictions
+    (the matcher's output locations) of pairs (0, b); one point per match in frame b."""
+    model = S2LD.from_checkpoint(tiny_checkpoint)
+    model.coarse.threshold = 0.0
+    images = _images()
+    wm = match_window_reference(model, images)
+    assert wm.keypoints.num_frames == 3 and [(pm.i, pm.j) for pm in wm.pairs] == [(0, 1), (0, 2)]
+    with torch.no_grad():
+        out = model.eval()(images[0:1], images[2:3])
+    np.testing.assert_allclose(wm.keypoints.xy[0], out.kpts0[0].numpy())
+    pm = wm.pairs[1]
+    assert len(pm.matches) == len(wm.keypoints.xy[2]) == len(out.matches_i) > 0
+    np.testing.assert_array_equal(pm.matches[:, 0], out.matches_i.numpy())
+    np.testing.assert_array_equal(pm.matches[:, 1], np.arange(len(pm.matches)))
+    np.testing.assert_allclose(wm.keypoints.xy[2], out.mkpts1.numpy(), rtol=1e-5, atol=1e-4)

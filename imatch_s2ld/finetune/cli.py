@@ -49,7 +49,7 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--max-frames", type=int, help="use at most N frames")
     p.add_argument("--resize", help="longer side in pixels or WxH (default: frames as they are)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-5)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
     p.add_argument("--window-length", type=int, help="frames per window (default 4)")
     p.add_argument(
         "--window-spacing",
@@ -156,13 +156,13 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                     b["auc@5"], b["auc@10"], b["auc@20"], a["auc@5"], a["auc@10"], a["auc@20"]
                 )
             )
-        pb, pa = report["ba_probe"]["before"], report["ba_probe"]["after"]
-        if pb["ba_rms_px"] is not None and pa["ba_rms_px"] is not None:
-            print(
-                f"BA RMS on {pb['windows']} probe windows: {pb['ba_rms_px']:.3f} px -> "
-                f"{pa['ba_rms_px']:.3f} px "
-                f"({pb['success']} -> {pa['success']} reconstructed)"
-            )
+        for key, what in (("ba_probe", "detected keypoints"), ("ba_probe_predictions", "output matches")):
+            pb, pa = (report.get(key) or {}).get("before"), (report.get(key) or {}).get("after")
+            if pb and pa and pb["ba_rms_px"] is not None and pa["ba_rms_px"] is not None:
+                print(
+                    f"BA RMS on {pb['windows']} probe windows ({what}): {pb['ba_rms_px']:.3f} px -> "
+                    f"{pa['ba_rms_px']:.3f} px ({pb['success']} -> {pa['success']} reconstructed)"
+                )
         print(f"wrote {conf['out']}/report.md, report.json and the checkpoint {report['checkpoint']}")
     return 0
 

@@ -33,13 +33,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..ba.initialize import triangulate_tracks
 from ..ba.pipeline import WindowReconstruction
-from ..ba.tracks import PairMatches, build_tracks
+from ..ba.tracks import Keypoints, PairMatches, build_tracks
 from ..conf import merge_conf
+from ..errors import InputError
 from ..geometry.epipolar import sampson_distance
 from ..losses.matching import focal_loss
 from ..losses.triangulation import TriangulationRegularizer
@@ -51,18 +53,30 @@ from .window import WindowMatches
 
 __all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
 
+REPROJECTION_POINTS = ("prediction", "keypoints")
+
 #: Defaults chosen by measurement (README, "Fine-tuning: what helps"): on short-baseline windows the
-#: landmark depths (hence the reprojection targets) are noisier than S2LD's own predictions, and the
-#: matching pseudo-labels shift the shared backbone away from the fine stage; the depth-free epipolar
-#: (triangulation) term is the one that improves the matcher. The other terms stay available.
+#: landmark depths (hence the reprojection targets of predictions) are noisier than S2LD's own
+#: predictions, and the matching pseudo-labels shift the shared backbone away from the fine stage; the
+#: depth-free epipolar (triangulation) term is the one that improves the matcher, and a small
+#: reprojection term on the detected keypoints made it stable across seeds at lr 1e-4.
+
 DEFAULT_CONF: dict[str, Any] = {
-    "reprojection_weight": 0.0,
+    "reprojection_weight": 0.1,  # on the detected keypoints (below); 1.0 made the matcher collapse
     "reprojection_scale_px": 2.0,  # Cauchy width, pixels
+    # which predictions the reprojection term pulls: "prediction" (the keypoint of frame a and its
+    # local-dense match in b) or "keypoints" (the detected keypoints of S2LD's tracks; the local-dense
+    # stage is left to the triangulation term). ba_grad implicit always uses "prediction".
+    "reprojection_points": "keypoints",
     "matching_weight": 0.0,
     "epipolar_pos_px": 1.5,  # predicted match within this Sampson distance: positive
     "epipolar_neg_px": 6.0,  # beyond this: negative (in between: not labelled)
     "triangulation_weight": 1.0,
-    "triangulation": {"kernel": "cauchy"},  # TriangulationRegularizer overrides
+    # what the triangulation term moves: "both" (the detected keypoint of frame a and its local-dense
+    # prediction in b) or "prediction" (the keypoint is held: it can otherwise slide off its repeatable
+    # position along the epipolar geometry)
+    "triangulation_grad": "both",
+    "triangulation": dict(TriangulationRegularizer.default_conf),  # its config (noise model, kernel)
     # gradient of the reprojection term w.r.t. the BA solution: "fixed" (T*, p* constant, iMatching) or
     # "implicit" (re-solved with Theseus, differentiated implicitly: imatch_s2ld.finetune.implicit);
     # "implicit" needs reprojection_weight > 0 and theseus-ai
@@ -103,6 +117,14 @@ class WindowTargets:
         return T, reg
 
     @classmethod
+    def poses_only(cls, rec: WindowReconstruction, num_frames: int) -> WindowTargets:
+        """The BA poses of a successful reconstruction and no keypoint targets (for a loss with only
+        the triangulation term, which needs no tracks)."""
+        T, reg = cls._poses(rec, num_frames)
+        empty = torch.zeros(num_frames, 0)
+        return cls(torch.zeros(num_frames, 0, 2), empty, empty.long() - 1, empty.clone(), T, reg)
+
+    @classmethod
     def from_reconstruction(cls, rec: WindowReconstruction, matches: WindowMatches,
                             num_keypoints: Any = None) -> WindowTargets:
         """The inlier observations of a successful :func:`imatch_s2ld.ba.reconstruct_window` of
@@ -136,13 +158,21 @@ class WindowTargets:
         consistent with the BA poses (Sampson distance below ``max_epipolar_px``) form tracks, each
         triangulated with the fixed BA poses (DLT); observations reprojecting within
         ``max_reprojection_px`` get the reprojection as target (tracks keep >= 2 of them)."""
+        T, reg = cls._poses(rec, matches.keypoints.num_frames)
+        return cls.triangulated(T, reg, matches, K, max_epipolar_px, max_reprojection_px)
+
+    @classmethod
+    def triangulated(cls, T: Tensor, reg: Tensor, matches: WindowMatches, K: Tensor,
+                     max_epipolar_px: float = 2.0, max_reprojection_px: float = 3.0) -> WindowTargets:
+        """:meth:`from_poses` with the poses given: ``T`` ``(N, 4, 4)`` world-to-camera, ``reg`` ``(N,)``
+        bool (frames with a pose)."""
         N = matches.keypoints.num_frames
-        T, reg = cls._poses(rec, N)
         kmax = max((len(x) for x in matches.keypoints.xy), default=0)
         xy = torch.zeros(N, kmax, 2, dtype=torch.float32)
         w = torch.zeros(N, kmax, dtype=torch.float32)
         track = torch.full((N, kmax), -1, dtype=torch.long)
         depth = torch.zeros(N, kmax, dtype=torch.float32)
+        T, reg = T.detach().float().cpu(), reg.cpu()
         Kd = K.detach().double().cpu().expand(N, 3, 3)
         Td = T.double()
         kp = [torch.as_tensor(x, dtype=torch.float64) for x in matches.keypoints.xy]
@@ -229,6 +259,12 @@ class FinetuneLoss:
         self.conf = merge_conf(DEFAULT_CONF, conf)
         self.regularizer = TriangulationRegularizer(self.conf["triangulation"])
         check_ba_grad(self.conf)  # InputError: unknown ba_grad; implicit with weight 0 or without theseus
+        if self.conf["triangulation_grad"] not in ("both", "prediction"):
+            raise InputError("model.loss.triangulation_grad: expected one of both, prediction, got "
+                             f"{self.conf['triangulation_grad']!r}")
+        if self.conf["reprojection_points"] not in REPROJECTION_POINTS:
+            raise InputError("model.loss.reprojection_points: expected one of "
+                             f"{', '.join(REPROJECTION_POINTS)}, got {self.conf['reprojection_points']!r}")
 
     def __call__(self, model: S2LD, images: Tensor, K: Tensor, matches: WindowMatches,
                  targets: WindowTargets) -> LossOutput:
@@ -238,7 +274,8 @@ class FinetuneLoss:
             matches: the window's (no-gradient) matches; targets: its BA targets.
         Returns:
             ``total`` (0-d) and detached ``terms``: ``reprojection``, ``triangulation``, ``reproj_px``
-            (mean target distance, pixels), ``num_targets``, ``num_pairs``.
+            (mean target distance, pixels), ``num_targets``, ``num_pairs``, ``num_matches`` (predicted
+            matches of the pairs, tracked ones excluded).
         """
         dev = images.device
         H, W = images.shape[-2:]
@@ -254,8 +291,11 @@ class FinetuneLoss:
         rep_w = images.new_zeros(())
         tri_terms, match_terms, px = [], [], []
         n_pos = n_neg = 0
-        n_pairs = n_targets = 0
+        n_pairs = n_targets = n_pred = 0
         implicit = WindowObservations() if self.conf["ba_grad"] == "implicit" else None
+        keypoint_mode = self.conf["reprojection_points"] == "keypoints" and implicit is None
+        frame_kpts: dict[int, tuple[Tensor, Tensor]] = {}
+        pass_pairs: list[PairMatches] = []
         try:
             for pm in matches.pairs:
                 a, b = pm.i, pm.j
@@ -263,16 +303,24 @@ class FinetuneLoss:
                     continue
                 i, j = track_matches(tr_t[a], tr_t[b])  # every pair of the same landmark (transitive)
                 wa, wb = w_t[a, i], w_t[b, j]
-                extra = (torch.zeros_like(i), i, j)
+                extra = (torch.zeros_like(i), i, j) if len(i) else None
                 out = model(images[a:a + 1], images[b:b + 1], extra_matches=extra)
                 n_pairs += 1
                 ex = out.matches_extra
+                n_pred += int((~ex).sum())
+                if keypoint_mode:  # each frame's keypoints (the same in every pair: eval mode)
+                    frame_kpts.setdefault(a, (out.kpts0[0], out.kpts_logits0[0]))
+                    frame_kpts.setdefault(b, (out.kpts1[0], out.kpts_logits1[0]))
+                    mine = ~ex
+                    pass_pairs.append(PairMatches.create(
+                        a, b, torch.stack([out.matches_i[mine], out.matches_j[mine]], 1).cpu().numpy(),
+                        out.matches_conf[mine].detach().float().cpu().numpy()))
                 if bool(ex.any()) and implicit is not None:  # --ba-grad implicit: solved after the loop
                     w = torch.sqrt(wa * wb)
                     implicit.add_pair(a, b, tr_t[a, i], out.mkpts0[ex], out.mkpts1[ex], w)
                     rep_w = rep_w + w.sum()
                     n_targets += int(ex.sum())
-                elif bool(ex.any()):
+                elif bool(ex.any()) and not keypoint_mode:
                     # keypoint of frame a -> landmark projection; its local-dense prediction in frame b
                     # -> the keypoint's own ray at the landmark's depth, seen from b (the exact
                     # correspondence of the keypoint where it is, given the BA geometry)
@@ -289,7 +337,9 @@ class FinetuneLoss:
                 pred = ~ex
                 T_ab = T[b] @ torch.linalg.inv(T[a])
                 if bool(pred.any()):
-                    reg = self.regularizer(out.mkpts0[pred], out.mkpts1[pred], Kn[a], Kn[b], T_ab,
+                    k0 = out.mkpts0[pred]
+                    k0 = k0.detach() if self.conf["triangulation_grad"] == "prediction" else k0
+                    reg = self.regularizer(k0, out.mkpts1[pred], Kn[a], Kn[b], T_ab,
                                            weights=out.mconf[pred].detach(), image_size=(int(W), int(H)))
                     tri_terms.append(reg.loss)
                 if self.conf["matching_weight"] > 0:
@@ -302,6 +352,12 @@ class FinetuneLoss:
             rep_sum, dist, _ = implicit.reprojection(targets, Kn, scale,
                                                      long_side, self.conf["implicit_ba"])
             px.append(dist)
+        if keypoint_mode and frame_kpts:
+            kp_sum, kp_w, dist = self._keypoint_reprojection(frame_kpts, pass_pairs, targets, Kn, scale,
+                                                             long_side)
+            rep_sum, rep_w = rep_sum + kp_sum, rep_w + kp_w
+            n_targets += len(dist)
+            px.append(dist)
         reprojection = rep_sum / rep_w.clamp_min(1e-12)  # ~ squared error in kernel widths
         triangulation = torch.stack(tri_terms).mean() if tri_terms else images.new_zeros(())
         matching = torch.stack(match_terms).mean() if match_terms else images.new_zeros(())
@@ -313,8 +369,37 @@ class FinetuneLoss:
                  "matching": matching.detach(), "pseudo_positives": rep_w.new_tensor(float(n_pos)),
                  "pseudo_negatives": rep_w.new_tensor(float(n_neg)),
                  "reproj_px": mean_px, "num_targets": rep_w.new_tensor(float(n_targets)),
-                 "num_pairs": rep_w.new_tensor(float(n_pairs))}
+                 "num_pairs": rep_w.new_tensor(float(n_pairs)),
+                 "num_matches": rep_w.new_tensor(float(n_pred))}
         return LossOutput(total.float(), terms)
+
+    def _keypoint_reprojection(self, frame_kpts: Mapping[int, tuple[Tensor, Tensor]],
+                               pairs: list[PairMatches], targets: WindowTargets, K: Tensor, scale: float,
+                               long_side: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``reprojection_points: keypoints``: every tracked detected keypoint against the projection
+        of its landmark. Targets: ``targets`` when it has any (tracks from the no-gradient pass), else
+        the tracks of this pass's own matches, triangulated with the BA poses
+        (:meth:`WindowTargets.triangulated`). Returns the weighted cost sum, the weight sum and the
+        ``(M,)`` distances (pixels)."""
+        if not bool((targets.weight > 0).any()):
+            N = targets.T_cw.shape[0]
+            xy, conf = [np.zeros((0, 2), np.float32)] * N, [np.zeros(0, np.float32)] * N
+            for f, (kp, logit) in frame_kpts.items():
+                xy[f] = kp.detach().float().cpu().numpy()
+                conf[f] = torch.sigmoid(logit.detach().float()).cpu().numpy()
+            own = WindowMatches(Keypoints.create(xy, conf), pairs)
+            targets = WindowTargets.triangulated(targets.T_cw, targets.registered, own, K)
+        total, weight, dist = K.new_zeros(()), K.new_zeros(()), []
+        for f, (kp, _) in frame_kpts.items():
+            w = targets.weight[f].to(kp.device)
+            has = torch.nonzero(w[: len(kp)] > 0).flatten()
+            if len(has) == 0:
+                continue
+            r = kp[has] - targets.xy[f].to(kp.device)[has]
+            total = total + (w[has] * reprojection_cost(r, scale, long_side)).sum()
+            weight = weight + w[has].sum()
+            dist.append(r.detach().norm(dim=-1))
+        return total, weight, torch.cat(dist) if dist else K.new_zeros(0)
 
     def _matching(self, out: Any, extra: Tensor, T_ab: Tensor, Ka: Tensor,
                   Kb: Tensor) -> tuple[Tensor, int, int]:

@@ -3,7 +3,9 @@
 :class:`FinetuneModel` wraps the S2LD being fine-tuned and follows the trainer's model contract
 (``batch_inputs`` / ``forward`` / ``loss`` / ``save_checkpoint``). Its ``forward`` on a window:
 
-1. matches the window's pairs with the current S2LD, no gradient (:func:`.window.match_window`);
+1. matches the window's pairs with the current S2LD, no gradient (:func:`.window.match_window`), when
+   a term needs S2LD's own tracks (:attr:`FinetuneModel.needs_tracks`; not with the defaults: SIFT
+   geometry and the triangulation term alone need only the BA poses);
 2. takes the window's geometry from those matches, from SIFT tracks or both (:mod:`.geometry`) and
    reconstructs it (tracks, initialisation, PyPose-style Schur BA: :func:`imatch_s2ld.ba.reconstruct_window`);
 3. computes :class:`.loss.FinetuneLoss` (S2LD re-run **with** gradient against the fixed BA solution).
@@ -22,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from torch import Tensor, nn
 
 from ..ba.pipeline import DEFAULT_CONF as RECONSTRUCTION_CONF
 from ..ba.pipeline import WindowReconstruction, reconstruct_window
+from ..ba.tracks import Keypoints, PairMatches
 from ..conf import merge_conf
 from ..errors import InputError
 from ..models.s2ld import S2LD
@@ -112,6 +115,14 @@ def _gray_uint8(images: Tensor) -> list[np.ndarray]:
     ]
 
 
+def _no_matches(num_frames: int, pairs: list[tuple[int, int]]) -> WindowMatches:
+    """The window's pairs with no keypoints and no matches."""
+    none = np.zeros((0, 2), np.float32)
+    keypoints = Keypoints.create([none] * num_frames, [np.zeros(0, np.float32)] * num_frames)
+    return WindowMatches(keypoints, [PairMatches.create(a, b, np.zeros((0, 2), np.int64),
+                                                        np.zeros(0, np.float32)) for a, b in pairs])
+
+
 def reason_kind(reason: str) -> str:
     """A skip reason as a category: its text before any parenthesis, numbers as N
     (``weak: 26 landmarks (need 80)`` -> ``weak: N landmarks``)."""
@@ -167,7 +178,10 @@ class FinetuneModel(nn.Module):
         """
         t0 = time.perf_counter()
         pairs = window_pairs(images.shape[0], self.conf["max_gap"])
-        s2ld = match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
+        if self.needs_tracks:
+            s2ld = match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
+        else:  # only the triangulation term: no S2LD tracks, no matching pass without gradient
+            s2ld = _no_matches(images.shape[0], pairs)
         t1 = time.perf_counter()
         if self.conf["geometry_from"] == "sift":  # solved once before training (select_sift_windows)
             rec = self.sift_cache.get(start) or self.sift_reconstruction(images, K)
@@ -195,7 +209,9 @@ class FinetuneModel(nn.Module):
                 # for `imatch ba PROBLEM.npz`
                 rec.init.problem.save(self.skip_log_dir / "failed_ba" / f"window_{start:05d}.npz")
             return self._skipped(images, stats)
-        if self.conf["geometry_from"] == "sift":  # S2LD tracks triangulated with the SIFT BA poses
+        if not self.needs_tracks:
+            targets = WindowTargets.poses_only(rec, images.shape[0])
+        elif self.conf["geometry_from"] == "sift":  # S2LD tracks triangulated with the SIFT BA poses
             targets = WindowTargets.from_poses(rec, s2ld, K)
         else:
             targets = WindowTargets.from_reconstruction(rec, geometry, s2ld.keypoints.counts)
@@ -210,6 +226,8 @@ class FinetuneModel(nn.Module):
             {k: loss.total.new_tensor(stats.get(k, float("nan"))) for k in STAT_KEYS if k != "skipped"}
         )
         out["tracked_s2ld_matches"] = loss.terms["num_targets"]
+        if not self.needs_tracks:
+            out["s2ld_matches"] = loss.terms["num_matches"]
         out["skipped"] = loss.total.new_zeros(())
         return out
 
@@ -232,10 +250,12 @@ class FinetuneModel(nn.Module):
             sift.keypoints, sift.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
         )
 
-    def select_sift_windows(self, windows: Any, progress: bool = False) -> tuple[list[int], dict[str, int]]:
+    def select_sift_windows(self, windows: Any, progress: bool = False,
+                            indices: Sequence[int] | None = None) -> tuple[list[int], dict[str, int]]:
         """``--geometry-from sift``: reconstruct every window of ``windows`` (items as
-        :class:`.data.VideoWindows`) once from SIFT, keep those passing the quality gate and cache their
-        reconstructions for :meth:`forward` (training then never draws a window it would skip).
+        :class:`.data.VideoWindows`; only ``indices`` when given) once from SIFT, keep those passing the
+        quality gate and cache their reconstructions for :meth:`forward` (training then never draws a
+        window it would skip).
 
         Returns:
             the usable window indices and ``{reason: count}`` of the rejected ones.
@@ -243,7 +263,7 @@ class FinetuneModel(nn.Module):
         if self.conf["geometry_from"] != "sift":
             raise ValueError("select_sift_windows needs geometry_from 'sift'")
         keep, rejected = [], {}
-        indices = range(len(windows))
+        indices = range(len(windows)) if indices is None else indices
         if progress:
             from tqdm import tqdm
 
@@ -260,6 +280,19 @@ class FinetuneModel(nn.Module):
             else:
                 rejected[reason_kind(reason)] = rejected.get(reason_kind(reason), 0) + 1
         return keep, rejected
+
+    @property
+    def needs_tracks(self) -> bool:
+        """Whether a step needs S2LD's tracks from a no-gradient matching pass: always with
+        ``geometry_from`` matcher/both; with sift for the matching term and the reprojection term on
+        predictions (``reprojection_points: prediction`` or ``ba_grad: implicit``). The triangulation
+        term needs the BA poses alone, the keypoint reprojection term builds its tracks from the
+        gradient pass's own matches."""
+        loss = self.criterion.conf
+        reprojection = float(loss["reprojection_weight"]) > 0 and (
+            loss["reprojection_points"] == "prediction" or loss["ba_grad"] == "implicit")
+        return (self.conf["geometry_from"] != "sift" or reprojection
+                or float(loss["matching_weight"]) > 0)
 
     # ---------------------------------------------------------------- helpers
     def _geometry(self, images: Tensor, pairs: list[tuple[int, int]], s2ld: WindowMatches) -> WindowMatches:
@@ -296,6 +329,7 @@ class FinetuneModel(nn.Module):
         nan = images.new_full((), float("nan"))
         out: dict[str, Tensor] = {"total": zero}
         for key in ("reprojection", "matching", "triangulation", "reproj_px", "num_targets", "num_pairs",
+                    "num_matches",
                     "pseudo_positives", "pseudo_negatives"):
             out[key] = nan
         out.update({k: images.new_tensor(stats[k]) if k in stats else nan for k in STAT_KEYS})

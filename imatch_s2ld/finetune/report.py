@@ -6,6 +6,7 @@
      "after":  <evaluation summary.json of the fine-tuned matcher> | null,   # same keys
      "gain": {"auc@5": relative gain, ...} | null,
      "ba_probe": {"before": {...}, "after": {...}, "common": {...}},  # BA on fixed probe windows
+     "ba_probe_predictions": {...},  # the same with tracks of S2LD's output matches
      "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
      "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
 """
@@ -244,6 +245,11 @@ def write_report(
             "after": _probe_summary(after.get("probe")),
             "common": probe_common(before.get("probe"), after.get("probe")),
         },
+        "ba_probe_predictions": {
+            "before": _probe_summary(before.get("probe_predictions")),
+            "after": _probe_summary(after.get("probe_predictions")),
+            "common": probe_common(before.get("probe_predictions"), after.get("probe_predictions")),
+        },
         "finetune": {
             **stats,
             "num_processes": int(result.num_processes),
@@ -344,10 +350,16 @@ def _markdown(r: Mapping[str, Any]) -> str:
             + ", ".join(f"{k} {_fmt(None if v is None else 100 * v, '+.0f')}%" for k, v in g.items()),
             "",
         ]
-    pb, pa = r["ba_probe"]["before"], r["ba_probe"]["after"]
-    if pb and pa:
+    probes = (("ba_probe", "S2LD's own tracks (detected keypoints)"),
+              ("ba_probe_predictions", "S2LD's output matches (reference-frame keypoints to their "
+                                       "local-dense predictions)"))
+    for key, title in probes:
+        probe = r.get(key) or {}
+        pb, pa = probe.get("before"), probe.get("after")
+        if not (pb and pa):
+            continue
         lines += [
-            "## Bundle adjustment of S2LD's own tracks on fixed probe windows",
+            f"## Bundle adjustment of {title} on fixed probe windows",
             "",
             "| matcher | windows reconstructed | RMS before BA (px) | RMS after BA (px) | landmarks "
             "| inliers |",
@@ -359,7 +371,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
                 f"{_fmt(p['ba_rms_px'], '.3f')} | {_fmt(p['num_points'], '.0f')} | "
                 f"{_fmt(None if p['inlier_ratio'] is None else 100 * p['inlier_ratio'])}% |"
             )
-        c = r["ba_probe"].get("common")
+        c = probe.get("common")
         if c and c["windows"]:
             lines.append("")
             lines.append(

@@ -69,7 +69,7 @@ DEFAULT_CONF: dict[str, Any] = {
         TRAIN_DEFAULTS,
         {
             "max_steps": 100,
-            "lr": 1e-5,
+            "lr": 1e-4,  # README: "Learning rate" (1e-5 and 3e-5 gained less on the main job)
             "weight_decay": 0.0,
             "warmup_steps": 5,
             "scheduler": "constant",
@@ -173,12 +173,15 @@ def _probe_indices(n_windows: int, count: int) -> list[int]:
 
 
 def _window_geometry(
-    model: FinetuneModel, windows: VideoWindows, index: int, own_tracks: bool = False
+    model: FinetuneModel, windows: VideoWindows, index: int, own_tracks: bool = False,
+    predictions: bool = False,
 ) -> tuple[Any, torch.Tensor]:
     item = windows[index]
     images = item["images"]
-    from .window import match_window
+    from .window import match_window, match_window_reference
 
+    if predictions:
+        return match_window_reference(model.net, images, float(model.conf["min_confidence"])), item["K"]
     pairs = window_pairs(images.shape[0], model.conf["max_gap"])
     s2ld = match_window(model.net, images, pairs, float(model.conf["min_confidence"]))
     return (s2ld if own_tracks else model._geometry(images, pairs, s2ld)), item["K"]
@@ -190,10 +193,14 @@ def probe_ba(
     indices: list[int],
     K: np.ndarray | None = None,
     own_tracks: bool = True,
+    predictions: bool = False,
 ) -> dict[str, Any]:
     """Reconstruct the windows ``indices`` with ``model``'s current matcher (no training): from S2LD's own
     tracks (``own_tracks``: the BA error measures the matcher, whatever ``--geometry-from`` is) or from
-    the configured geometry source (the preflight).
+    the configured geometry source (the preflight). S2LD's own tracks link its detected keypoints
+    (:func:`.window.match_window`: the detector's repeatability), or with ``predictions`` the
+    reference frame's keypoints to their local-dense predictions in the other frames
+    (:func:`.window.match_window_reference`: the precision of the matches S2LD outputs).
 
     Returns:
         ``{"windows": [...], "success": n, "ba_rms_px": mean final RMS over successes,
@@ -201,7 +208,7 @@ def probe_ba(
     """
     rows = []
     for index in indices:
-        geometry, K_item = _window_geometry(model, windows, index, own_tracks)
+        geometry, K_item = _window_geometry(model, windows, index, own_tracks, predictions)
         Kw = torch.as_tensor(K if K is not None else K_item.numpy(), dtype=torch.float64)
         rec = reconstruct_window(geometry.keypoints, geometry.pairs, Kw, model.conf["reconstruction"])
         stats = window_statistics(rec)
@@ -410,6 +417,7 @@ def select_windows(
     out (so no step is spent on them) and the others' reconstructions are cached in ``model``. With the
     matcher's own geometry every window stays (failures are skipped during training).
 
+    Under several processes each solves every ``world``-th window and the results are gathered.
     Writes ``probe["window_selection"] = {"windows", "usable", "rejected": {reason: count}}``.
 
     Raises:
@@ -418,7 +426,22 @@ def select_windows(
     if model.conf["geometry_from"] != "sift":
         return windows
     t0 = time.perf_counter()
-    usable, rejected = model.select_sift_windows(windows, progress)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # each process solves its share; every process then holds every usable reconstruction
+        rank, world = dist.get_rank(), dist.get_world_size()
+        mine, mine_rejected = model.select_sift_windows(windows, progress, range(rank, len(windows), world))
+        shares: list[Any] = [None] * world
+        dist.all_gather_object(shares, (mine, mine_rejected, model.sift_cache))
+        usable, rejected = [], {}
+        for keep, rej, cache in shares:
+            usable += keep
+            model.sift_cache.update(cache)
+            for k, n in rej.items():
+                rejected[k] = rejected.get(k, 0) + n
+        usable.sort()
+    else:
+        usable, rejected = model.select_sift_windows(windows, progress)
     probe["window_selection"] = {"windows": len(windows), "usable": len(usable), "rejected": rejected}
     logger.info("SIFT geometry: %d of %d windows usable (%.0f s)%s", len(usable), len(windows),
                 time.perf_counter() - t0, "".join(f"; {n}x {k}" for k, n in rejected.items()))
@@ -623,7 +646,8 @@ def _measure(
     label: str,
 ) -> dict[str, Any]:
     """BA on the probe windows, pictures, and the evaluation (if any) of the current matcher."""
-    result: dict[str, Any] = {"probe": probe_ba(model, windows, probe_idx)}
+    result: dict[str, Any] = {"probe": probe_ba(model, windows, probe_idx),
+                              "probe_predictions": probe_ba(model, windows, probe_idx, predictions=True)}
     _draw_video(model, windows, probe_idx, conf, out / "video" / stage / "viz", label, dataset)
     if dataset is not None:
         result["eval"] = evaluate_pairs(

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..ba.tracks import Keypoints, PairMatches
 from ..models.s2ld import S2LD
 
-__all__ = ["WindowMatches", "match_window", "window_pairs"]
+__all__ = ["WindowMatches", "match_window", "match_window_reference", "window_pairs"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,41 @@ def match_window(model: S2LD, images: Tensor, pairs: Sequence[tuple[int, int]],
     kps = Keypoints.create([empty if x is None else x for x in xy],
                            [np.zeros(0, np.float32) if c is None else c for c in conf])
     return WindowMatches(kps, out_pairs)
+
+
+@torch.no_grad()
+def match_window_reference(model: S2LD, images: Tensor, min_confidence: float = 0.0) -> WindowMatches:
+    """S2LD's *output* matches of a window as tracks: frame 0 is the reference, each of its matched
+    keypoints (detected position) is linked to its local-dense prediction in every other frame (pairs
+    ``(0, b)``). These are the locations the matcher returns (:func:`match_window` uses the detected
+    keypoints of both frames instead), so a BA of these tracks measures the matches' own precision.
+
+    Args:
+        model: an S2LD network (run in eval mode, no gradient).
+        images: ``(N, 1, H, W)`` grayscale in [0, 1], H and W multiples of 8, ``N >= 2``.
+        min_confidence: drop matches below this confidence.
+    Returns:
+        :class:`WindowMatches`: frame 0 holds its detected keypoints, frame ``b`` one point per match
+        of pair ``(0, b)``.
+    """
+    if images.dim() != 4 or images.shape[1] != 1 or images.shape[0] < 2:
+        raise ValueError(f"images must be (N >= 2, 1, H, W), got {tuple(images.shape)}")
+    was_training = model.training
+    model.eval()
+    xy: list[np.ndarray] = []
+    conf: list[np.ndarray] = []
+    out_pairs = []
+    try:
+        for b in range(1, images.shape[0]):
+            out = model(images[:1], images[b:b + 1])
+            if not xy:
+                xy.append(out.kpts0[0].float().cpu().numpy())
+                conf.append(torch.sigmoid(out.kpts_logits0[0].float()).cpu().numpy())
+            keep = (~out.matches_extra) & (out.matches_conf >= min_confidence)
+            xy.append(out.mkpts1[keep].float().cpu().numpy())
+            conf.append(out.matches_conf[keep].float().cpu().numpy())
+            m = np.stack([out.matches_i[keep].cpu().numpy(), np.arange(int(keep.sum()))], 1)
+            out_pairs.append(PairMatches.create(0, b, m, out.matches_conf[keep].float().cpu().numpy()))
+    finally:
+        model.train(was_training)
+    return WindowMatches(Keypoints.create(xy, conf), out_pairs)
