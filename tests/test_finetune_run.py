@@ -135,6 +135,22 @@ def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window
         FinetuneModel(net, {"loss": {"reprojection_points": "dense"}})
 
 
+def test_frozen_modules_get_no_gradient(window):
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"min_points": 20, "freeze": ["transformer", "coarse"]})
+    out = model(**model.batch_inputs(_batch(window)))
+    out["total"].backward()
+    params = dict(net.named_parameters())
+    frozen = {n for n in params if n.startswith(("transformer.", "coarse."))}
+    assert frozen and all(not params[n].requires_grad and params[n].grad is None for n in frozen)
+    assert all(params[n].requires_grad for n in set(params) - frozen)
+    for head in ("backbone", "fine", "keypoints"):
+        assert any(p.grad is not None and float(p.grad.abs().max()) > 0
+                   for n, p in params.items() if n.startswith(head + ".")), head
+    with pytest.raises(InputError, match=r"model.freeze: no S2LD parameters under 'transformr' \(modules: "):
+        FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"freeze": ["transformr"]})
+
+
 def test_skipped_window_still_joins_the_gradient_sync(window):
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
     model = FinetuneModel(net, {"debug_skip_rank": 0, "min_points": 20})

@@ -49,7 +49,7 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--max-frames", type=int, help="use at most N frames")
     p.add_argument("--resize", help="longer side in pixels or WxH (default: frames as they are)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-5)")
     p.add_argument("--window-length", type=int, help="frames per window (default 4)")
     p.add_argument(
         "--window-spacing",

@@ -61,6 +61,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "sift": {"num_features": 2000, "ratio": 0.8, "contrast_threshold": 0.02},
     "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
     "loss": LOSS_CONF,
+    "freeze": [],  # S2LD modules (name prefixes, e.g. "transformer") whose weights stay fixed
     "debug_skip_rank": None,  # test knob: on this process rank every window is treated as failed
 }
 
@@ -147,6 +148,7 @@ class FinetuneModel(nn.Module):
                 f"got {self.conf['geometry_from']!r}"
             )
         self.criterion = FinetuneLoss(self.conf["loss"])
+        self._freeze([str(f) for f in self.conf["freeze"]])
         self.last_reason = ""
         #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window) and
         #: ``failed_ba/window_<start>.npz`` (problems whose BA failed); None: not written
@@ -295,6 +297,17 @@ class FinetuneModel(nn.Module):
                 or float(loss["matching_weight"]) > 0)
 
     # ---------------------------------------------------------------- helpers
+    def _freeze(self, prefixes: list[str]) -> None:
+        names = [n for n, _ in self.net.named_parameters()]
+        for prefix in prefixes:
+            if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+                modules = sorted({n.split(".")[0] for n in names})
+                raise InputError(f"model.freeze: no S2LD parameters under {prefix!r} "
+                                 f"(modules: {', '.join(modules)})")
+        for name, param in self.net.named_parameters():
+            if any(name == p or name.startswith(p + ".") for p in prefixes):
+                param.requires_grad_(False)
+
     def _geometry(self, images: Tensor, pairs: list[tuple[int, int]], s2ld: WindowMatches) -> WindowMatches:
         source = self.conf["geometry_from"]
         if source == "matcher":
