@@ -47,7 +47,7 @@ class DemoConfig:
     frames: int = 80  # frames of each target video (scene 0: fine-tuning; scene 1: held-out evaluation)
     source_frames: int = 48  # frames of the pretraining-domain evaluation video
     eval_gaps: tuple[int, ...] = (4, 8, 12, 16)  # evaluation pairs: frames (i, i + gap), i even
-    steps: int = 100
+    steps: int = 150  # README: 100 steps gained +24% AUC@10 on the target, 150 +39%
     geometry_from: str = "sift"
     baselines: tuple[str, ...] = ("sift", "orb")
     progress: bool = True
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="imatch demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DemoConfig.out, help="output directory (default outputs/demo)")
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
-    p.add_argument("--steps", type=int, default=DemoConfig.steps, help="fine-tuning steps (default 100)")
+    p.add_argument("--steps", type=int, default=DemoConfig.steps, help="fine-tuning steps (default 150)")
     p.add_argument("--frames", type=int, default=DemoConfig.frames, help="target video frames (default 80)")
     p.add_argument("--geometry-from", default=DemoConfig.geometry_from, choices=("matcher", "sift", "both"))
     p.add_argument(
