@@ -33,13 +33,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..ba.initialize import triangulate_tracks
 from ..ba.pipeline import WindowReconstruction
-from ..ba.tracks import Keypoints, PairMatches, build_tracks
+from ..ba.tracks import PairMatches, build_tracks
 from ..conf import merge_conf
 from ..errors import InputError
 from ..geometry.epipolar import sampson_distance
@@ -49,7 +48,7 @@ from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .implicit import DEFAULT_CONF as IMPLICIT_BA_CONF
 from .implicit import WindowObservations, check_ba_grad, reprojection_cost
-from .window import WindowMatches
+from .window import WindowMatches, pair_matches, window_matches
 
 __all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
 
@@ -115,14 +114,6 @@ class WindowTargets:
         T[frames] = rec.ba.poses.float().cpu()
         reg[frames] = True
         return T, reg
-
-    @classmethod
-    def poses_only(cls, rec: WindowReconstruction, num_frames: int) -> WindowTargets:
-        """The BA poses of a successful reconstruction and no keypoint targets (for a loss with only
-        the triangulation term, which needs no tracks)."""
-        T, reg = cls._poses(rec, num_frames)
-        empty = torch.zeros(num_frames, 0)
-        return cls(torch.zeros(num_frames, 0, 2), empty, empty.long() - 1, empty.clone(), T, reg)
 
     @classmethod
     def from_reconstruction(cls, rec: WindowReconstruction, matches: WindowMatches,
@@ -259,12 +250,11 @@ class FinetuneLoss:
         self.conf = merge_conf(DEFAULT_CONF, conf)
         self.regularizer = TriangulationRegularizer(self.conf["triangulation"])
         check_ba_grad(self.conf)  # InputError: unknown ba_grad; implicit with weight 0 or without theseus
-        if self.conf["triangulation_grad"] not in ("both", "prediction"):
-            raise InputError("model.loss.triangulation_grad: expected one of both, prediction, got "
-                             f"{self.conf['triangulation_grad']!r}")
-        if self.conf["reprojection_points"] not in REPROJECTION_POINTS:
-            raise InputError("model.loss.reprojection_points: expected one of "
-                             f"{', '.join(REPROJECTION_POINTS)}, got {self.conf['reprojection_points']!r}")
+        for key, choices in (("triangulation_grad", ("both", "prediction")),
+                             ("reprojection_points", REPROJECTION_POINTS)):
+            if self.conf[key] not in choices:
+                raise InputError(f"model.loss.{key}: expected one of {', '.join(choices)}, "
+                                 f"got {self.conf[key]!r}")
 
     def __call__(self, model: S2LD, images: Tensor, K: Tensor, matches: WindowMatches,
                  targets: WindowTargets) -> LossOutput:
@@ -294,6 +284,8 @@ class FinetuneLoss:
         n_pairs = n_targets = n_pred = 0
         implicit = WindowObservations() if self.conf["ba_grad"] == "implicit" else None
         keypoint_mode = self.conf["reprojection_points"] == "keypoints" and implicit is None
+        # keypoint targets from this pass's own tracks when the caller gave none (no tracking pass)
+        own_tracks = keypoint_mode and not bool((targets.weight > 0).any())
         frame_kpts: dict[int, tuple[Tensor, Tensor]] = {}
         pass_pairs: list[PairMatches] = []
         try:
@@ -311,10 +303,8 @@ class FinetuneLoss:
                 if keypoint_mode:  # each frame's keypoints (the same in every pair: eval mode)
                     frame_kpts.setdefault(a, (out.kpts0[0], out.kpts_logits0[0]))
                     frame_kpts.setdefault(b, (out.kpts1[0], out.kpts_logits1[0]))
-                    mine = ~ex
-                    pass_pairs.append(PairMatches.create(
-                        a, b, torch.stack([out.matches_i[mine], out.matches_j[mine]], 1).cpu().numpy(),
-                        out.matches_conf[mine].detach().float().cpu().numpy()))
+                    if own_tracks:
+                        pass_pairs.append(pair_matches(out, a, b))
                 if bool(ex.any()) and implicit is not None:  # --ba-grad implicit: solved after the loop
                     w = torch.sqrt(wa * wb)
                     implicit.add_pair(a, b, tr_t[a, i], out.mkpts0[ex], out.mkpts1[ex], w)
@@ -353,8 +343,10 @@ class FinetuneLoss:
                                                      long_side, self.conf["implicit_ba"])
             px.append(dist)
         if keypoint_mode and frame_kpts:
-            kp_sum, kp_w, dist = self._keypoint_reprojection(frame_kpts, pass_pairs, targets, Kn, scale,
-                                                             long_side)
+            if own_tracks:
+                own = window_matches(images.shape[0], frame_kpts, pass_pairs)
+                targets = WindowTargets.triangulated(targets.T_cw, targets.registered, own, Kn)
+            kp_sum, kp_w, dist = self._keypoint_reprojection(frame_kpts, targets, scale, long_side)
             rep_sum, rep_w = rep_sum + kp_sum, rep_w + kp_w
             n_targets += len(dist)
             px.append(dist)
@@ -373,23 +365,14 @@ class FinetuneLoss:
                  "num_matches": rep_w.new_tensor(float(n_pred))}
         return LossOutput(total.float(), terms)
 
-    def _keypoint_reprojection(self, frame_kpts: Mapping[int, tuple[Tensor, Tensor]],
-                               pairs: list[PairMatches], targets: WindowTargets, K: Tensor, scale: float,
-                               long_side: float) -> tuple[Tensor, Tensor, Tensor]:
-        """``reprojection_points: keypoints``: every tracked detected keypoint against the projection
-        of its landmark. Targets: ``targets`` when it has any (tracks from the no-gradient pass), else
-        the tracks of this pass's own matches, triangulated with the BA poses
-        (:meth:`WindowTargets.triangulated`). Returns the weighted cost sum, the weight sum and the
-        ``(M,)`` distances (pixels)."""
-        if not bool((targets.weight > 0).any()):
-            N = targets.T_cw.shape[0]
-            xy, conf = [np.zeros((0, 2), np.float32)] * N, [np.zeros(0, np.float32)] * N
-            for f, (kp, logit) in frame_kpts.items():
-                xy[f] = kp.detach().float().cpu().numpy()
-                conf[f] = torch.sigmoid(logit.detach().float()).cpu().numpy()
-            own = WindowMatches(Keypoints.create(xy, conf), pairs)
-            targets = WindowTargets.triangulated(targets.T_cw, targets.registered, own, K)
-        total, weight, dist = K.new_zeros(()), K.new_zeros(()), []
+    @staticmethod
+    def _keypoint_reprojection(frame_kpts: Mapping[int, tuple[Tensor, Tensor]], targets: WindowTargets,
+                               scale: float, long_side: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``reprojection_points: keypoints``: every tracked detected keypoint (``frame_kpts``: frame ->
+        keypoints, logits) against the projection of its landmark (``targets``). Returns the weighted
+        cost sum, the weight sum and the ``(M,)`` distances (pixels)."""
+        like = next(iter(frame_kpts.values()))[0]
+        total, weight, dist = like.new_zeros(()), like.new_zeros(()), []
         for f, (kp, _) in frame_kpts.items():
             w = targets.weight[f].to(kp.device)
             has = torch.nonzero(w[: len(kp)] > 0).flatten()
@@ -399,7 +382,7 @@ class FinetuneLoss:
             total = total + (w[has] * reprojection_cost(r, scale, long_side)).sum()
             weight = weight + w[has].sum()
             dist.append(r.detach().norm(dim=-1))
-        return total, weight, torch.cat(dist) if dist else K.new_zeros(0)
+        return total, weight, torch.cat(dist) if dist else like.new_zeros(0)
 
     def _matching(self, out: Any, extra: Tensor, T_ab: Tensor, Ka: Tensor,
                   Kb: Tensor) -> tuple[Tensor, int, int]:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..ba.pipeline import DEFAULT_CONF as RECONSTRUCTION_CONF
 from ..ba.pipeline import WindowReconstruction, reconstruct_window
-from ..ba.tracks import Keypoints, PairMatches
+from ..ba.tracks import PairMatches
 from ..conf import merge_conf
 from ..errors import InputError
 from ..models.s2ld import S2LD
@@ -43,7 +43,7 @@ from .geometry import GEOMETRY_SOURCES, merge_window_matches, sift_window_matche
 from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
 from .loss import FinetuneLoss, WindowTargets
-from .window import WindowMatches, match_window, window_pairs
+from .window import WindowMatches, match_window, window_matches, window_pairs
 
 __all__ = ["DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_kind", "window_statistics"]
 
@@ -118,10 +118,8 @@ def _gray_uint8(images: Tensor) -> list[np.ndarray]:
 
 def _no_matches(num_frames: int, pairs: list[tuple[int, int]]) -> WindowMatches:
     """The window's pairs with no keypoints and no matches."""
-    none = np.zeros((0, 2), np.float32)
-    keypoints = Keypoints.create([none] * num_frames, [np.zeros(0, np.float32)] * num_frames)
-    return WindowMatches(keypoints, [PairMatches.create(a, b, np.zeros((0, 2), np.int64),
-                                                        np.zeros(0, np.float32)) for a, b in pairs])
+    return window_matches(num_frames, {}, [PairMatches.create(a, b, np.zeros((0, 2), np.int64))
+                                           for a, b in pairs])
 
 
 def reason_kind(reason: str) -> str:
@@ -182,7 +180,7 @@ class FinetuneModel(nn.Module):
         pairs = window_pairs(images.shape[0], self.conf["max_gap"])
         if self.needs_tracks:
             s2ld = match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
-        else:  # only the triangulation term: no S2LD tracks, no matching pass without gradient
+        else:  # the terms need only the BA poses and the gradient pass's own matches
             s2ld = _no_matches(images.shape[0], pairs)
         t1 = time.perf_counter()
         if self.conf["geometry_from"] == "sift":  # solved once before training (select_sift_windows)
@@ -211,9 +209,7 @@ class FinetuneModel(nn.Module):
                 # for `imatch ba PROBLEM.npz`
                 rec.init.problem.save(self.skip_log_dir / "failed_ba" / f"window_{start:05d}.npz")
             return self._skipped(images, stats)
-        if not self.needs_tracks:
-            targets = WindowTargets.poses_only(rec, images.shape[0])
-        elif self.conf["geometry_from"] == "sift":  # S2LD tracks triangulated with the SIFT BA poses
+        if self.conf["geometry_from"] == "sift":  # S2LD tracks (if any) triangulated with the SIFT BA poses
             targets = WindowTargets.from_poses(rec, s2ld, K)
         else:
             targets = WindowTargets.from_reconstruction(rec, geometry, s2ld.keypoints.counts)

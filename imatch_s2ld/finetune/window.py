@@ -9,7 +9,7 @@ frame ``b``) is what fine-tuning supervises; tracks and BA use the detected keyp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from ..ba.tracks import Keypoints, PairMatches
-from ..models.s2ld import S2LD
+from ..models.s2ld import S2LD, S2LDOutput
 
-__all__ = ["WindowMatches", "match_window", "match_window_reference", "window_pairs"]
+__all__ = ["WindowMatches", "match_window", "match_window_reference", "pair_matches", "window_matches",
+           "window_pairs"]
 
 
 @dataclass(frozen=True)
@@ -59,26 +60,37 @@ def match_window(model: S2LD, images: Tensor, pairs: Sequence[tuple[int, int]],
         raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
     was_training = model.training
     model.eval()
-    N = images.shape[0]
-    xy: list[np.ndarray | None] = [None] * N
-    conf: list[np.ndarray | None] = [None] * N
+    frames: dict[int, tuple[Tensor, Tensor]] = {}
     out_pairs = []
     try:
         for a, b in pairs:
             out = model(images[a:a + 1], images[b:b + 1])
-            for f, kp, logit in ((a, out.kpts0, out.kpts_logits0), (b, out.kpts1, out.kpts_logits1)):
-                if xy[f] is None:
-                    xy[f] = kp[0].float().cpu().numpy()
-                    conf[f] = torch.sigmoid(logit[0].float()).cpu().numpy()
-            keep = (~out.matches_extra) & (out.matches_conf >= min_confidence)
-            m = torch.stack([out.matches_i[keep], out.matches_j[keep]], 1).cpu().numpy()
-            out_pairs.append(PairMatches.create(a, b, m, out.matches_conf[keep].float().cpu().numpy()))
+            frames.setdefault(a, (out.kpts0[0], out.kpts_logits0[0]))
+            frames.setdefault(b, (out.kpts1[0], out.kpts_logits1[0]))
+            out_pairs.append(pair_matches(out, a, b, min_confidence))
     finally:
         model.train(was_training)
-    empty = np.zeros((0, 2), np.float32)
-    kps = Keypoints.create([empty if x is None else x for x in xy],
-                           [np.zeros(0, np.float32) if c is None else c for c in conf])
-    return WindowMatches(kps, out_pairs)
+    return window_matches(images.shape[0], frames, out_pairs)
+
+
+def pair_matches(out: S2LDOutput, a: int, b: int, min_confidence: float = 0.0) -> PairMatches:
+    """The predicted (not appended) matches of an S2LD output for frames ``(a, b)`` as keypoint
+    indices, without those below ``min_confidence``."""
+    keep = (~out.matches_extra) & (out.matches_conf >= min_confidence)
+    m = torch.stack([out.matches_i[keep], out.matches_j[keep]], 1).cpu().numpy()
+    return PairMatches.create(a, b, m, out.matches_conf[keep].detach().float().cpu().numpy())
+
+
+def window_matches(num_frames: int, frames: Mapping[int, tuple[Tensor, Tensor]],
+                   pairs: list[PairMatches]) -> WindowMatches:
+    """:class:`WindowMatches` from each frame's S2LD keypoints ``(K, 2)`` and detection logits ``(K,)``
+    (``frames``; frames missing get none) and the pairs' matches."""
+    xy = [np.zeros((0, 2), np.float32)] * num_frames
+    conf = [np.zeros(0, np.float32)] * num_frames
+    for f, (kp, logit) in frames.items():
+        xy[f] = kp.detach().float().cpu().numpy()
+        conf[f] = torch.sigmoid(logit.detach().float()).cpu().numpy()
+    return WindowMatches(Keypoints.create(xy, conf), pairs)
 
 
 @torch.no_grad()
