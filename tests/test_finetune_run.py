@@ -133,6 +133,8 @@ def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window
     assert grad["keypoints"] > 0 and grad["fine"] == 0
     with pytest.raises(InputError, match="reprojection_points: expected one of prediction, keypoints"):
         FinetuneModel(net, {"loss": {"reprojection_points": "dense"}})
+    with pytest.raises(InputError, match="triangulation_grad: expected one of both, prediction, got 'fine'"):
+        FinetuneModel(net, {"loss": {"triangulation_grad": "fine"}})
 
 
 def test_frozen_modules_get_no_gradient(window):
