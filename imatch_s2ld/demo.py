@@ -226,6 +226,7 @@ def write_report(
         f"{_common(ft.get('ba_probe_predictions') or {}, pb['windows'], short=True)} (output matches). "
         "Details: [finetune/report.md](finetune/report.md).",
         "",
+        *_self_check_line(ft.get("self_check")),
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
         "translation-direction angle); AUC in percent; precision = matches with squared symmetric "
         "epipolar distance < "
@@ -267,9 +268,20 @@ def write_report(
         "finetune": f,
         "ba_probe": ft["ba_probe"],
         "ba_probe_predictions": ft.get("ba_probe_predictions"),
+        "self_check": ft.get("self_check"),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _self_check_line(sc: dict[str, Any] | None) -> list[str]:
+    if not sc:
+        return []
+    b, a = sc["before"], sc["after"]
+    return [f"Label-free self-check on the unlabeled video itself (AUC@5/10/20 on {b['num_pairs']} pairs of "
+            "its windows against their SIFT bundle-adjustment poses): "
+            f"{b['auc@5']:.1f} / {b['auc@10']:.1f} / {b['auc@20']:.1f} -> "
+            f"{a['auc@5']:.1f} / {a['auc@10']:.1f} / {a['auc@20']:.1f}.", ""]
 
 
 def _selection(f: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ def test_demo_writes_the_whole_story(tmp_path):
         assert (out / name).is_file(), name
     text = (out / "report.md").read_text()
     assert "| s2ld (fine-tuned) |" in text and "held-out video" in text
+    assert report["self_check"]["after"]["num_pairs"] > 0 and "Label-free self-check" in text
 
 
 def test_demo_bad_baseline_is_one_line_error(tmp_path, capsys):

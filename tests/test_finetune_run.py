@@ -23,6 +23,7 @@ from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matc
 from imatch_s2ld.finetune.loss import WindowTargets, fundamental, track_matches, warp_points
 from imatch_s2ld.finetune.model import FinetuneModel
 from imatch_s2ld.finetune.report import SUMMARY_KEYS
+from imatch_s2ld.finetune.selfcheck import PseudoPair, pseudo_pairs, self_check
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
 from imatch_s2ld.geometry.epipolar import sampson_distance
 from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
@@ -261,6 +262,36 @@ def test_ba_recovers_the_poses_of_a_synthetic_window(scene, window):
             assert np.degrees(np.arccos(np.clip(tg @ te, -1, 1))) < 3.0, (a, b)
 
 
+def test_self_check_scores_against_the_sift_ba_poses(scene, window):
+    """The label-free self-check: pairs of the window with their SIFT BA relative poses (close to the
+    truth), scored like the evaluation; a wrong pseudo pose gives AUC 0."""
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"min_points": 20})
+    pairs = pseudo_pairs(model, window, [0, 1], 1)  # one window (the first), not in the cache: solved
+    assert [(p.window, p.a, p.b) for p in pairs] == [(0, a, b) for a, b in window_pairs(4)]
+    by_name = {im.name: im for im in pycolmap.Reconstruction(str(scene["gt"])).images.values()}
+
+    def gt(f):
+        T = np.eye(4)
+        T[:3] = by_name[window.video.names[f]].cam_from_world().matrix()
+        return T
+
+    frames = window.frames(0)
+    for p in pairs:
+        G = gt(frames[p.b]) @ np.linalg.inv(gt(frames[p.a]))
+        assert _rotation_deg(G[:3, :3], p.T_0to1[:3, :3]) < 0.2
+    result = self_check(net, window, pairs)
+    assert result["num_pairs"] == 6 and result["median_matches"] > 50 and result["num_failures"] == 0
+    assert result["auc@20"] > 15 and result["auc@5"] <= result["auc@10"] <= result["auc@20"]
+    truth = [PseudoPair(p.window, p.a, p.b, gt(frames[p.b]) @ np.linalg.inv(gt(frames[p.a]))) for p in pairs]
+    assert abs(self_check(net, window, truth)["auc@20"] - result["auc@20"]) < 5  # tracks the truth
+    turn = np.eye(4)
+    turn[:3, :3] = cv2.Rodrigues(np.array([0.0, 0.6, 0.0]))[0]  # 34 degrees off
+    wrong = [PseudoPair(p.window, p.a, p.b, turn @ p.T_0to1) for p in pairs]
+    assert self_check(net, window, wrong)["auc@20"] == 0
+    assert self_check(net, window, []) is None and pseudo_pairs(model, window, [0], 0) == []
+
+
 # ------------------------------------------------------------------------------------------ CLI
 @pytest.fixture(scope="module")
 def small_scene(tmp_path_factory):
@@ -293,6 +324,9 @@ def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     assert set(SUMMARY_KEYS) <= set(summary)
     assert report["finetune"]["steps"] == 1 and report["ba_probe"]["before"]["windows"] == 2
     assert report["ba_probe_predictions"]["after"]["windows"] == 2  # BA of the output matches' tracks
+    check = report["self_check"]  # label-free: AUC on the video's windows against their SIFT BA poses
+    assert check["before"]["num_pairs"] == check["after"]["num_pairs"] > 0
+    assert set(check["gain"]) == {"auc@5", "auc@10", "auc@20"} and "self-check on the video" in printed
     for name in ("report.md", "training.png", "model.pt", "checkpoints/last.pt", "config.yaml"):
         assert (out / name).is_file(), name
     assert report["pictures"] and all((out / p).is_file() for p in report["pictures"])
@@ -301,6 +335,7 @@ def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     pairs = zip(tuned.state_dict().values(), start.state_dict().values())
     assert any(not torch.equal(a, b) for a, b in pairs)
     assert "Relative pose on the evaluation pairs" in (out / "report.md").read_text()
+    assert "Self-check on the video (no labels)" in (out / "report.md").read_text()
 
 
 def test_stop_resume_and_refuse_to_overwrite(small_scene, tmp_path, capsys):

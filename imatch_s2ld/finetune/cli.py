@@ -156,6 +156,12 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                     b["auc@5"], b["auc@10"], b["auc@20"], a["auc@5"], a["auc@10"], a["auc@20"]
                 )
             )
+        sc = report.get("self_check")
+        if sc:
+            print("self-check on the video (no labels; AUC@5/10/20 against SIFT BA poses, {} pairs): "
+                  "{:.1f}/{:.1f}/{:.1f} -> {:.1f}/{:.1f}/{:.1f}".format(
+                      sc["before"]["num_pairs"], *(sc[stage][k] for stage in ("before", "after")
+                                                   for k in ("auc@5", "auc@10", "auc@20"))))
         for key, what in (("ba_probe", "detected keypoints"), ("ba_probe_predictions", "output matches")):
             pb, pa = (report.get(key) or {}).get("before"), (report.get(key) or {}).get("after")
             if pb and pa and pb["ba_rms_px"] is not None and pa["ba_rms_px"] is not None:

@@ -7,6 +7,7 @@
      "gain": {"auc@5": relative gain, ...} | null,
      "ba_probe": {"before": {...}, "after": {...}, "common": {...}},  # BA on fixed probe windows
      "ba_probe_predictions": {...},  # the same with tracks of S2LD's output matches
+     "self_check": {"before": {auc@5/10/20, ...}, "after": {...}, "gain": {...}} | null,  # no labels
      "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
      "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
 """
@@ -250,6 +251,7 @@ def write_report(
             "after": _probe_summary(after.get("probe_predictions")),
             "common": probe_common(before.get("probe_predictions"), after.get("probe_predictions")),
         },
+        "self_check": _self_check(before.get("self_check"), after.get("self_check")),
         "finetune": {
             **stats,
             "num_processes": int(result.num_processes),
@@ -319,6 +321,13 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _self_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The self-check (:mod:`.selfcheck`) before and after with its relative gain (None when off)."""
+    if not before or not after:
+        return None
+    return {"before": dict(before), "after": dict(after), "gain": relative_gain(before, after)}
+
+
 def _markdown(r: Mapping[str, Any]) -> str:
     ft = r["finetune"]
     lines = [
@@ -348,6 +357,20 @@ def _markdown(r: Mapping[str, Any]) -> str:
             "",
             "Relative gain: "
             + ", ".join(f"{k} {_fmt(None if v is None else 100 * v, '+.0f')}%" for k, v in g.items()),
+            "",
+        ]
+    sc = r.get("self_check")
+    if sc:
+        b, a = sc["before"], sc["after"]
+        lines += [
+            "## Self-check on the video (no labels)",
+            "",
+            f"Relative-pose AUC@5/10/20 on {b['num_pairs']} frame pairs of the video's windows against "
+            "their SIFT bundle-adjustment poses (pseudo ground truth; windows fine-tuning trained on): "
+            f"{b['auc@5']:.1f} / {b['auc@10']:.1f} / {b['auc@20']:.1f} before, "
+            f"{a['auc@5']:.1f} / {a['auc@10']:.1f} / {a['auc@20']:.1f} after (AUC@10 "
+            f"{_fmt(None if sc['gain']['auc@10'] is None else 100 * sc['gain']['auc@10'], '+.0f')}%); "
+            f"median matches {b['median_matches']:.0f} -> {a['median_matches']:.0f}.",
             "",
         ]
     probes = (("ba_probe", "S2LD's own tracks (detected keypoints)"),

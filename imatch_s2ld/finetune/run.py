@@ -8,8 +8,9 @@ Pipeline (every step importable; the CLI is :mod:`.cli`):
    (median match displacement below ``static_px``) or a video none of whose probe windows can be
    reconstructed is refused with one line (:func:`preflight`). With prior intrinsics and
    ``refine_focal``, the focal length is chosen there by a profile search on the probe windows' BA.
-2. **Before**: relative-pose AUC of the starting matcher on the evaluation pairs (if any) and the
-   BA reprojection error of the probe windows.
+2. **Before**: relative-pose AUC of the starting matcher on the evaluation pairs (if any), the
+   BA reprojection error of the probe windows, and the label-free self-check (:mod:`.selfcheck`:
+   relative-pose AUC on pairs of the video's windows against their SIFT BA poses).
 3. **Fine-tune** with the generic accelerate :class:`~imatch_s2ld.train.trainer.Trainer` (resume,
    Ctrl-C, atomic checkpoints, TensorBoard) on :class:`.data.VideoWindows` with
    :class:`.model.FinetuneModel`; evaluation every ``eval.every`` steps.
@@ -44,6 +45,7 @@ from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
 from .model import DEFAULT_CONF as MODEL_CONF
 from .model import FinetuneModel, window_statistics
+from .selfcheck import PseudoPair, pseudo_pairs, self_check
 from .video import open_video
 from .window import window_pairs
 
@@ -91,6 +93,8 @@ DEFAULT_CONF: dict[str, Any] = {
     },
     "preflight": {"windows": 4, "static_px": 1.0},
     "probe_windows": 8,  # fixed windows whose BA error is measured before and after
+    # label-free self-check: pairs of this many usable windows scored against their SIFT BA poses (0: off)
+    "self_check_windows": 12,
 }
 
 
@@ -508,6 +512,7 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             len(probe["windows"]),
         )
         train_set = select_windows(model, windows, probe, bool(tconf["progress"]) and main_proc)
+        check = pseudo_pairs(model, windows, list(train_set.indices), int(conf["self_check_windows"]))
         if main_proc:
             out.mkdir(parents=True, exist_ok=True)
             save_config(conf, out / "config.yaml")
@@ -521,7 +526,8 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             "" if dataset is None else " and evaluation pairs",
         )
         before = _before(
-            model, windows, probe_idx, dataset, conf, out, eval_resize, main_proc, bool(tconf["resume"])
+            model, windows, probe_idx, dataset, conf, out, eval_resize, main_proc, bool(tconf["resume"]),
+            check,
         )
         validate = None
         if dataset is not None and int(conf["eval"]["every"]) > 0:
@@ -571,7 +577,7 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             )
             model.net.eval()
             after = _measure(
-                model, windows, probe_idx, dataset, conf, out, eval_resize, "after", "s2ld-finetuned"
+                model, windows, probe_idx, dataset, conf, out, eval_resize, "after", "s2ld-finetuned", check
             )
             report = write_report(
                 out, conf, intr, K, probe, before, after, result, time.perf_counter() - start_time
@@ -592,6 +598,7 @@ def _before(
     eval_resize: Any,
     main_proc: bool,
     resume: bool,
+    check: list[PseudoPair],
 ) -> dict[str, Any]:
     """Probe-window BA and evaluation of the starting matcher (cached in ``OUT/before.json``)."""
     import json
@@ -605,7 +612,7 @@ def _before(
             before = json.loads(path.read_text())
         else:
             before = _measure(
-                model, windows, probe_idx, dataset, conf, out, eval_resize, "before", "s2ld-start"
+                model, windows, probe_idx, dataset, conf, out, eval_resize, "before", "s2ld-start", check
             )
             write_json(path, before)
     box = [before]
@@ -644,10 +651,13 @@ def _measure(
     eval_resize: Any,
     stage: str,
     label: str,
+    check: list[PseudoPair],
 ) -> dict[str, Any]:
-    """BA on the probe windows, pictures, and the evaluation (if any) of the current matcher."""
+    """BA on the probe windows, the self-check on ``check``, pictures, and the evaluation (if any) of
+    the current matcher."""
     result: dict[str, Any] = {"probe": probe_ba(model, windows, probe_idx),
-                              "probe_predictions": probe_ba(model, windows, probe_idx, predictions=True)}
+                              "probe_predictions": probe_ba(model, windows, probe_idx, predictions=True),
+                              "self_check": self_check(model.net, windows, check)}
     _draw_video(model, windows, probe_idx, conf, out / "video" / stage / "viz", label, dataset)
     if dataset is not None:
         result["eval"] = evaluate_pairs(
