@@ -47,7 +47,7 @@ class DemoConfig:
     frames: int = 80  # frames of each target video (scene 0: fine-tuning; scene 1: held-out evaluation)
     source_frames: int = 48  # frames of the pretraining-domain evaluation video
     eval_gaps: tuple[int, ...] = (4, 8, 12, 16)  # evaluation pairs: frames (i, i + gap), i even
-    steps: int = 150  # README: seed 0 target AUC@10 +24% (100 steps), +39% (150); seed 1: -8%
+    steps: int = 150  # README: target AUC@10 seed 0 +24% (100 steps), +39% (150); seeds 1 / 2: -8% / +71%
     geometry_from: str = "sift"
     baselines: tuple[str, ...] = ("sift", "orb")
     progress: bool = True
