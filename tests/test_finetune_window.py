@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imatch_s2ld.finetune.data import evenly_spaced, gray_uint8
 from imatch_s2ld.finetune.window import match_window, match_window_reference, window_pairs
 from imatch_s2ld.models import S2LD
 
@@ -14,6 +15,19 @@ def _images(n: int = 3, h: int = 96, w: int = 128) -> torch.Tensor:
     noise = torch.rand(1, 1, h // 4, w // 4 + n, generator=g)
     base = torch.nn.functional.interpolate(noise, size=(h, w + 4 * n), mode="bilinear", align_corners=False)
     return torch.cat([base[..., 4 * i: 4 * i + w] for i in range(n)])  # a camera panning right
+
+
+def test_evenly_spaced():
+    assert evenly_spaced(10, 3) == [0, 4, 9]  # first and last included (4.5 rounds to even)
+    assert evenly_spaced(10, 1) == [0] and evenly_spaced(10, 0) == [0]  # at least one
+    assert evenly_spaced(4, 12) == [0, 1, 2, 3]  # never more than there are
+
+
+def test_gray_uint8_rounds_and_clips():
+    images = torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1]).reshape(1, 1, 1, 5)
+    (gray,) = gray_uint8(images)
+    assert gray.dtype == np.uint8 and gray.shape == (1, 5)
+    assert gray.tolist() == [[0, 128, 255, 255, 0]]
 
 
 def test_window_pairs():

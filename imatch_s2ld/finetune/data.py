@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..models.keypoints import COARSE_STRIDE
 from .video import VideoSource
 
-__all__ = ["VideoWindows", "cropped_size"]
+__all__ = ["VideoWindows", "cropped_size", "evenly_spaced", "gray_uint8"]
 
 
 def cropped_size(image_size: tuple[int, int]) -> tuple[int, int]:
@@ -21,6 +21,18 @@ def cropped_size(image_size: tuple[int, int]) -> tuple[int, int]:
     so the intrinsics do not change."""
     w, h = image_size
     return (w // COARSE_STRIDE * COARSE_STRIDE, h // COARSE_STRIDE * COARSE_STRIDE)
+
+
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """``count`` (clipped to ``[1, n]``) evenly spaced indices of ``range(n)``, first and last included."""
+    count = max(1, min(int(count), n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, count)})
+
+
+def gray_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """A window's ``(N, 1, H, W)`` images in [0, 1] -> N ``(H, W)`` uint8 images (OpenCV, ``S2LD.match``)."""
+    return [np.clip(im[0].detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            for im in images]
 
 
 class VideoWindows(Dataset):

@@ -39,6 +39,7 @@ from ..conf import merge_conf
 from ..errors import InputError
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
+from .data import gray_uint8
 from .geometry import GEOMETRY_SOURCES, merge_window_matches, sift_window_matches
 from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
@@ -107,13 +108,6 @@ def window_statistics(rec: WindowReconstruction) -> dict[str, float]:
         registered_frames=float(len(rec.init.frames)),
     )
     return stats
-
-
-def _gray_uint8(images: Tensor) -> list[np.ndarray]:
-    """``(N, 1, H, W)`` in [0, 1] -> N ``(H, W)`` uint8 images (for OpenCV)."""
-    return [
-        np.clip(im[0].detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8) for im in images
-    ]
 
 
 def _no_matches(num_frames: int, pairs: list[tuple[int, int]]) -> WindowMatches:
@@ -313,7 +307,7 @@ class FinetuneModel(nn.Module):
 
     def _sift(self, images: Tensor, pairs: list[tuple[int, int]]) -> WindowMatches:
         sconf = self.conf["sift"]
-        gray = _gray_uint8(images)
+        gray = gray_uint8(images)
         return sift_window_matches(
             gray, pairs, int(sconf["num_features"]), float(sconf["ratio"]), float(sconf["contrast_threshold"])
         )

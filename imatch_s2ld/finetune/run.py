@@ -40,7 +40,7 @@ from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from ..train.checkpoint import CHECKPOINT_DIR, LAST
 from ..train.config import save_config
 from ..train.trainer import TRAIN_DEFAULTS, Trainer, create_accelerator
-from .data import VideoWindows
+from .data import VideoWindows, evenly_spaced
 from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
 from .model import DEFAULT_CONF as MODEL_CONF
@@ -171,11 +171,6 @@ def evaluate_pairs(
 
 
 # ------------------------------------------------------------------------------------- preflight
-def _probe_indices(n_windows: int, count: int) -> list[int]:
-    count = max(1, min(int(count), n_windows))
-    return sorted({int(round(x)) for x in np.linspace(0, n_windows - 1, count)})
-
-
 def _window_geometry(
     model: FinetuneModel, windows: VideoWindows, index: int, own_tracks: bool = False,
     predictions: bool = False,
@@ -263,7 +258,7 @@ def preflight(
         InputError: static camera, or no probe window could be reconstructed (with the reasons).
     """
     pconf = conf["preflight"]
-    indices = _probe_indices(len(windows), int(pconf["windows"]))
+    indices = evenly_spaced(len(windows), int(pconf["windows"]))
     K = np.asarray(intr.K, dtype=np.float64)
     report = probe_ba(model, windows, indices, K, own_tracks=False)
     flows = [r["median_flow_px"] for r in report["windows"] if np.isfinite(r["median_flow_px"])]
@@ -519,7 +514,7 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
         accelerator.wait_for_everyone()
         model.skip_log_dir = out
 
-        probe_idx = _probe_indices(len(windows), int(conf["probe_windows"]))
+        probe_idx = evenly_spaced(len(windows), int(conf["probe_windows"]))
         logger.info(
             "[2/4] starting matcher: BA on %d probe windows%s",
             len(probe_idx),

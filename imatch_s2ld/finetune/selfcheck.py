@@ -14,22 +14,23 @@ within 2 AUC points (README).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..eval.score import ScoreConfig
-from ..geometry.estimate import MIN_MATCHES, estimate_relative_pose
-from ..geometry.metrics import pose_auc
-from ..geometry.pose import pose_error
+from ..data.sample import PairSample
+from ..eval.score import ScoreConfig, score_pair, summarize
 from ..models.s2ld import S2LD
-from .data import VideoWindows
+from .data import VideoWindows, evenly_spaced, gray_uint8
 from .model import FinetuneModel
 from .window import window_pairs
 
 __all__ = ["PseudoPair", "pseudo_pairs", "self_check"]
+
+SUMMARY_KEYS = ("auc@5", "auc@10", "auc@20", "median_matches", "num_pairs", "num_failures")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class PseudoPair:
     b: int
     T_0to1: np.ndarray
 
+    def sample(self, K: np.ndarray, video: Any) -> PairSample:
+        """The pair as an evaluation record (names ``w<window>/<frame position>``, both paths ``video``)."""
+        return PairSample(f"w{self.window}/{self.a}", f"w{self.window}/{self.b}", video, video, K, K,
+                          self.T_0to1, dataset="self_check")
+
 
 def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[int],
                  count: int) -> list[PseudoPair]:
@@ -49,9 +55,8 @@ def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[i
     registered."""
     if count <= 0 or not usable:
         return []
-    picks = sorted({usable[int(round(x))] for x in np.linspace(0, len(usable) - 1, min(count, len(usable)))})
     pairs = []
-    for index in picks:
+    for index in (usable[i] for i in evenly_spaced(len(usable), count)):
         rec = model.sift_cache.get(index)
         if rec is None:
             item = windows[index]
@@ -66,13 +71,9 @@ def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[i
     return pairs
 
 
-def _uint8(image: Any) -> np.ndarray:
-    return np.clip(image[0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def self_check(net: S2LD, windows: VideoWindows, pairs: Sequence[PseudoPair],
                score: ScoreConfig | None = None) -> dict[str, Any] | None:
-    """Score ``net`` on ``pairs`` (None without pairs).
+    """Score ``net`` on ``pairs`` with :func:`imatch_s2ld.eval.score.score_pair` (None without pairs).
 
     Returns:
         ``{"auc@5", "auc@10", "auc@20", "median_matches", "num_pairs", "num_failures"}``.
@@ -81,17 +82,15 @@ def self_check(net: S2LD, windows: VideoWindows, pairs: Sequence[PseudoPair],
         return None
     score = score or ScoreConfig()
     K = windows.K.double().numpy()
-    errors, counts, images = [], [], {}
-    for p in pairs:
-        if p.window not in images:
-            images = {p.window: windows[p.window]["images"]}
-        ims = images[p.window]
-        k0, k1, _ = net.match(_uint8(ims[p.a]), _uint8(ims[p.b]))
-        counts.append(len(k0))
-        pose = None
-        if len(k0) >= MIN_MATCHES:
-            pose = estimate_relative_pose(k0.astype(np.float64), k1.astype(np.float64), K, K, score.estimator,
-                                          score.threshold, score.confidence, score.max_iters)
-        errors.append(float("inf") if pose is None else max(pose_error(pose.R, pose.t, p.T_0to1)))
-    return {**pose_auc(errors, score.auc_thresholds), "median_matches": float(np.median(counts)),
-            "num_pairs": len(pairs), "num_failures": int(sum(not np.isfinite(e) for e in errors))}
+    rows = []
+    for index in dict.fromkeys(p.window for p in pairs):  # each window's frames loaded once
+        gray = gray_uint8(windows[index]["images"])
+        for p in (p for p in pairs if p.window == index):
+            tic = time.perf_counter()
+            k0, k1, _ = net.match(gray[p.a], gray[p.b])
+            seconds = time.perf_counter() - tic
+            row = score_pair(score, p.sample(K, windows.video.path), k0.astype(np.float64),
+                             k1.astype(np.float64), K, K)
+            rows.append({**row, "time_s": seconds})
+    summary = summarize(rows, score)
+    return {key: summary[key] for key in SUMMARY_KEYS}
