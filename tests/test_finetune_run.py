@@ -138,6 +138,26 @@ def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window
         FinetuneModel(net, {"loss": {"triangulation_grad": "fine"}})
 
 
+def test_triangulation_term_supervises_every_local_dense_level(window):
+    """Level k+1 starts from level k's detached estimate: only ``triangulation_levels: all`` trains the
+    wide first level; ``last`` leaves it without gradient."""
+    grads = {}
+    for levels in ("all", "last"):
+        net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+        loss = {"reprojection_weight": 0.0, "triangulation_levels": levels}
+        model = FinetuneModel(net, {"min_points": 20, "loss": loss})
+        out = model(**model.batch_inputs(_batch(window)))
+        assert float(out["skipped"]) == 0, model.last_reason
+        out["total"].backward()
+        grads[levels] = [max((float(p.grad.abs().max()) for n, p in net.named_parameters()
+                              if n.startswith(f"fine.levels.{k}.") and p.grad is not None), default=0.0)
+                         for k in range(len(net.fine.levels))]
+    assert all(g > 0 for g in grads["all"])
+    assert grads["last"][0] == 0 and grads["last"][-1] > 0
+    with pytest.raises(InputError, match="triangulation_levels: expected one of all, last, got 'first'"):
+        FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"loss": {"triangulation_levels": "first"}})
+
+
 def test_frozen_modules_get_no_gradient(window):
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
     model = FinetuneModel(net, {"min_points": 20, "freeze": ["transformer", "coarse"]})

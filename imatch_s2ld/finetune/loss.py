@@ -75,6 +75,10 @@ DEFAULT_CONF: dict[str, Any] = {
     # prediction in b) or "prediction" (the keypoint is held: it can otherwise slide off its repeatable
     # position along the epipolar geometry)
     "triangulation_grad": "both",
+    # which local-dense levels the triangulation term supervises: "all" (every refinement level, as the
+    # supervised fine loss does: level k+1 starts from level k's detached estimate, so a last-level-only
+    # term never trains the wide first level) or "last" (the final prediction only)
+    "triangulation_levels": "all",
     "triangulation": dict(TriangulationRegularizer.default_conf),  # its config (noise model, kernel)
     # gradient of the reprojection term w.r.t. the BA solution: "fixed" (T*, p* constant, iMatching) or
     # "implicit" (re-solved with Theseus, differentiated implicitly: imatch_s2ld.finetune.implicit);
@@ -251,6 +255,7 @@ class FinetuneLoss:
         self.regularizer = TriangulationRegularizer(self.conf["triangulation"])
         check_ba_grad(self.conf)  # InputError: unknown ba_grad; implicit with weight 0 or without theseus
         for key, choices in (("triangulation_grad", ("both", "prediction")),
+                             ("triangulation_levels", ("all", "last")),
                              ("reprojection_points", REPROJECTION_POINTS)):
             if self.conf[key] not in choices:
                 raise InputError(f"model.loss.{key}: expected one of {', '.join(choices)}, "
@@ -327,11 +332,7 @@ class FinetuneLoss:
                 pred = ~ex
                 T_ab = T[b] @ torch.linalg.inv(T[a])
                 if bool(pred.any()):
-                    k0 = out.mkpts0[pred]
-                    k0 = k0.detach() if self.conf["triangulation_grad"] == "prediction" else k0
-                    reg = self.regularizer(k0, out.mkpts1[pred], Kn[a], Kn[b], T_ab,
-                                           weights=out.mconf[pred].detach(), image_size=(int(W), int(H)))
-                    tri_terms.append(reg.loss)
+                    tri_terms.append(self._triangulation(out, pred, Kn[a], Kn[b], T_ab, (int(W), int(H))))
                 if self.conf["matching_weight"] > 0:
                     term, p, n = self._matching(out, ex, T_ab, Kn[a], Kn[b])
                     match_terms.append(term)
@@ -364,6 +365,18 @@ class FinetuneLoss:
                  "num_pairs": rep_w.new_tensor(float(n_pairs)),
                  "num_matches": rep_w.new_tensor(float(n_pred))}
         return LossOutput(total.float(), terms)
+
+    def _triangulation(self, out: Any, pred: Tensor, Ka: Tensor, Kb: Tensor, T_ab: Tensor,
+                       image_size: tuple[int, int]) -> Tensor:
+        """The triangulation term of a pair's predicted matches (``pred``: ``(M,)`` bool), averaged over
+        the supervised local-dense levels (``triangulation_levels``)."""
+        k0 = out.mkpts0[pred]
+        k0 = k0.detach() if self.conf["triangulation_grad"] == "prediction" else k0
+        levels = out.fine_levels if self.conf["triangulation_levels"] == "all" else out.fine_levels[-1:]
+        w, size = out.mconf[pred].detach(), image_size
+        losses = [self.regularizer(k0, lv.expectation[pred], Ka, Kb, T_ab, weights=w, image_size=size).loss
+                  for lv in levels]
+        return torch.stack(losses).mean()
 
     @staticmethod
     def _keypoint_reprojection(frame_kpts: Mapping[int, tuple[Tensor, Tensor]], targets: WindowTargets,
