@@ -60,7 +60,8 @@ def _batch(windows, index=0):
 @pytest.mark.parametrize("source", ["matcher", "both"])
 def test_window_step_gradient_reaches_the_matcher(window, source):
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
-    model = FinetuneModel(net, {"geometry_from": source, "min_points": 20})
+    model = FinetuneModel(net, {"geometry_from": source, "min_points": 20, "trainable": "all",
+                                 "loss": {"reprojection_weight": 0.1}})
     out = model(**model.batch_inputs(_batch(window)))
     assert float(out["skipped"]) == 0, model.last_reason
     assert float(out["num_targets"]) > 50 and float(out["ba_rms_px"]) < float(out["ba_rms_init_px"])
@@ -87,8 +88,9 @@ def test_sift_geometry_triangulates_s2ld_tracks_with_the_sift_poses(window):
 
 
 def test_default_step_needs_no_s2ld_tracks(window, monkeypatch):
-    """The defaults (SIFT geometry, triangulation term, reprojection of detected keypoints): the
-    no-gradient matching pass is not run; the keypoint tracks come from the gradient pass."""
+    """The defaults (SIFT geometry, triangulation term on every local-dense level, only the local-dense
+    stage and its feature layers trainable): the no-gradient matching pass is not run, and only the
+    trainable parameters get a gradient."""
     import imatch_s2ld.finetune.model as model_module
 
     def no_pass(*args, **kwargs):
@@ -103,10 +105,15 @@ def test_default_step_needs_no_s2ld_tracks(window, monkeypatch):
     assert float(out["triangulation"]) > 0 and float(out["num_targets"]) > 50
     assert float(out["s2ld_matches"]) > 50 and float(out["s2ld_matches"]) == float(out["num_matches"])
     out["total"].backward()
-    for head in ("keypoints", "fine"):
-        grads = [p.grad for n, p in net.named_parameters() if n.startswith(head + ".") and p.grad is not None]
+    trainable = ("fine.", "backbone.lat1.", "backbone.smooth1.")
+    for head in trainable:
+        grads = [p.grad for n, p in net.named_parameters() if n.startswith(head) and p.grad is not None]
         assert grads and max(float(g.abs().max()) for g in grads) > 0, head
-    assert FinetuneModel(net, {"loss": {"reprojection_points": "prediction"}}).needs_tracks
+    fixed = [n for n, p in net.named_parameters() if not n.startswith(trainable)]
+    assert fixed and all(not net.get_parameter(n).requires_grad and net.get_parameter(n).grad is None
+                         for n in fixed)
+    loss = {"reprojection_points": "prediction", "reprojection_weight": 0.1}
+    assert FinetuneModel(net, {"loss": loss}).needs_tracks
     assert FinetuneModel(net, {"loss": {"matching_weight": 1.0}}).needs_tracks
     assert FinetuneModel(net, {"geometry_from": "matcher"}).needs_tracks
 
@@ -117,7 +124,7 @@ def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window
     projections (repeatable detections); the local-dense (fine) head gets no gradient."""
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
     loss = {"reprojection_weight": 1.0, "triangulation_weight": 0.0, "reprojection_points": "keypoints"}
-    model = FinetuneModel(net, {"min_points": 20, "loss": loss})
+    model = FinetuneModel(net, {"min_points": 20, "loss": loss, "trainable": "all"})
     assert not model.needs_tracks
     out = model(**model.batch_inputs(_batch(window)))
     assert float(out["skipped"]) == 0, model.last_reason
@@ -160,7 +167,7 @@ def test_triangulation_term_supervises_every_local_dense_level(window):
 
 def test_frozen_modules_get_no_gradient(window):
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
-    model = FinetuneModel(net, {"min_points": 20, "freeze": ["transformer", "coarse"]})
+    model = FinetuneModel(net, {"min_points": 20, "trainable": "all", "freeze": ["transformer", "coarse"]})
     out = model(**model.batch_inputs(_batch(window)))
     out["total"].backward()
     params = dict(net.named_parameters())
@@ -172,6 +179,27 @@ def test_frozen_modules_get_no_gradient(window):
                    for n, p in params.items() if n.startswith(head + ".")), head
     with pytest.raises(InputError, match=r"model.freeze: no S2LD parameters under 'transformr' \(modules: "):
         FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"freeze": ["transformr"]})
+
+
+def test_trainable_selection_refuses_what_cannot_train():
+    """``model.trainable``: a list of module prefixes or "all"; a typo, a bare string, nothing left to
+    train, or a keypoint reprojection term on a fixed keypoint head: one line each."""
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    cases = {
+        r"model.trainable: no S2LD parameters under 'fien' \(modules: ": {"trainable": ["fien"]},
+        r"model.trainable: expected a list of module names or 'all', got 'fine'": {"trainable": "fine"},
+        "no S2LD parameter left to fine-tune": {"trainable": ["fine"], "freeze": ["fine"]},
+        "trains the keypoint head, which is not trainable": {"loss": {"reprojection_weight": 0.1}},
+    }
+    for needle, conf in cases.items():
+        with pytest.raises(InputError, match=needle):
+            FinetuneModel(net, conf)
+    model = FinetuneModel(net, {"trainable": ["fine", "keypoints"], "freeze": ["fine.levels.0"],
+                                "loss": {"reprojection_weight": 0.1}})
+    trained = {n.split(".")[0] + ("." + n.split(".")[2] if n.startswith("fine.levels") else "")
+               for n, p in model.net.named_parameters() if p.requires_grad}
+    assert "keypoints" in trained and "fine.0" not in trained and "fine.1" in trained
+    assert "backbone" not in trained and "transformer" not in trained
 
 
 def test_skipped_window_still_joins_the_gradient_sync(window):

@@ -48,8 +48,8 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, help="use at most N frames")
     p.add_argument("--resize", help="longer side in pixels or WxH (default: frames as they are)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
-    p.add_argument("--lr", type=float, help="learning rate (default 3e-5)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 400)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-4)")
     p.add_argument("--window-length", type=int, help="frames per window (default 4)")
     p.add_argument(
         "--window-spacing",

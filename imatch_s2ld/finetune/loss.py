@@ -57,11 +57,13 @@ REPROJECTION_POINTS = ("prediction", "keypoints")
 #: Defaults chosen by measurement (README, "Fine-tuning: what helps"): on short-baseline windows the
 #: landmark depths (hence the reprojection targets of predictions) are noisier than S2LD's own
 #: predictions, and the matching pseudo-labels shift the shared backbone away from the fine stage; the
-#: depth-free epipolar (triangulation) term is the one that improves the matcher, and a small
-#: reprojection term on the detected keypoints made it stable across seeds at lr 1e-4.
+#: depth-free epipolar (triangulation) term on every local-dense level is the one that improves the
+#: matcher. The keypoint reprojection term trains the keypoint head, which the default
+#: ``model.trainable`` holds fixed, so its default weight is 0.
 
 DEFAULT_CONF: dict[str, Any] = {
-    "reprojection_weight": 0.1,  # on the detected keypoints (below); 1.0 made the matcher collapse
+    # 0.1 on the detected keypoints helped when the whole network trained (lr 1e-4); 1.0 collapsed it
+    "reprojection_weight": 0.0,
     "reprojection_scale_px": 2.0,  # Cauchy width, pixels
     # which predictions the reprojection term pulls: "prediction" (the keypoint of frame a and its
     # local-dense match in b) or "keypoints" (the detected keypoints of S2LD's tracks; the local-dense

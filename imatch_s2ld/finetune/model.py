@@ -62,7 +62,11 @@ DEFAULT_CONF: dict[str, Any] = {
     "sift": {"num_features": 2000, "ratio": 0.8, "contrast_threshold": 0.02},
     "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
     "loss": LOSS_CONF,
-    "freeze": [],  # S2LD modules (name prefixes, e.g. "transformer") whose weights stay fixed
+    # S2LD parameters fine-tuning updates (name prefixes; "all": every one), all others stay fixed.
+    # Default: the local-dense stage and the last layers of its 1/2 feature map (which feed nothing
+    # else); training the whole network drifted the coarse matching and was unstable (README)
+    "trainable": ["fine", "backbone.lat1", "backbone.smooth1"],
+    "freeze": [],  # of those, prefixes held fixed as well (e.g. "fine.levels.0")
     "debug_skip_rank": None,  # test knob: on this process rank every window is treated as failed
 }
 
@@ -116,6 +120,11 @@ def _no_matches(num_frames: int, pairs: list[tuple[int, int]]) -> WindowMatches:
                                            for a, b in pairs])
 
 
+def _under(name: str, prefix: str) -> bool:
+    """Whether parameter ``name`` is ``prefix`` or lies under the module ``prefix``."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def reason_kind(reason: str) -> str:
     """A skip reason as a category: its text before any parenthesis, numbers as N
     (``weak: 26 landmarks (need 80)`` -> ``weak: N landmarks``)."""
@@ -140,7 +149,8 @@ class FinetuneModel(nn.Module):
                 f"got {self.conf['geometry_from']!r}"
             )
         self.criterion = FinetuneLoss(self.conf["loss"])
-        self._freeze([str(f) for f in self.conf["freeze"]])
+        self._select_trainable(self.conf["trainable"], [str(f) for f in self.conf["freeze"]])
+        self._check_trainable()
         self.last_reason = ""
         #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window) and
         #: ``failed_ba/window_<start>.npz`` (problems whose BA failed); None: not written
@@ -287,16 +297,32 @@ class FinetuneModel(nn.Module):
                 or float(loss["matching_weight"]) > 0)
 
     # ---------------------------------------------------------------- helpers
-    def _freeze(self, prefixes: list[str]) -> None:
+    def _select_trainable(self, trainable: str | list[str], freeze: list[str]) -> None:
+        if isinstance(trainable, str) and trainable != "all":
+            raise InputError(f"model.trainable: expected a list of module names or 'all', got {trainable!r}")
         names = [n for n, _ in self.net.named_parameters()]
-        for prefix in prefixes:
-            if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-                modules = sorted({n.split(".")[0] for n in names})
-                raise InputError(f"model.freeze: no S2LD parameters under {prefix!r} "
-                                 f"(modules: {', '.join(modules)})")
+        train = names if trainable == "all" else [str(t) for t in trainable]
+        for key, prefixes in (("trainable", [] if trainable == "all" else train), ("freeze", freeze)):
+            for prefix in prefixes:
+                if not any(_under(n, prefix) for n in names):
+                    modules = sorted({n.split(".")[0] for n in names})
+                    raise InputError(f"model.{key}: no S2LD parameters under {prefix!r} "
+                                     f"(modules: {', '.join(modules)})")
         for name, param in self.net.named_parameters():
-            if any(name == p or name.startswith(p + ".") for p in prefixes):
-                param.requires_grad_(False)
+            held = any(_under(name, p) for p in freeze)
+            param.requires_grad_(any(_under(name, p) for p in train) and not held)
+
+    def _check_trainable(self) -> None:
+        """Refuse a configuration whose loss cannot move any unfrozen weight (one line each)."""
+        trainable = [n for n, p in self.net.named_parameters() if p.requires_grad]
+        if not trainable:
+            raise InputError("model.trainable / model.freeze: no S2LD parameter left to fine-tune")
+        loss = self.criterion.conf
+        if (float(loss["reprojection_weight"]) > 0 and loss["reprojection_points"] == "keypoints"
+                and loss["ba_grad"] == "fixed" and not any(_under(n, "keypoints") for n in trainable)):
+            raise InputError(
+                "model.loss.reprojection_weight > 0 with reprojection_points=keypoints trains the keypoint "
+                "head, which is not trainable: add keypoints to model.trainable or set the weight to 0")
 
     def _geometry(self, images: Tensor, pairs: list[tuple[int, int]], s2ld: WindowMatches) -> WindowMatches:
         source = self.conf["geometry_from"]
