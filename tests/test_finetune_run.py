@@ -165,6 +165,22 @@ def test_triangulation_term_supervises_every_local_dense_level(window):
         FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"loss": {"triangulation_levels": "first"}})
 
 
+def test_triangulation_gate_leaves_out_matches_off_the_epipolar_geometry(window):
+    """``triangulation_gate_px``: matches farther than the gate (Sampson, BA relative pose) leave the
+    term; a gate no match passes leaves no term, a gate every match passes changes nothing."""
+    values = {}
+    for gate in (None, 1e-9, 1e9):
+        net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+        model = FinetuneModel(net, {"min_points": 20, "loss": {"triangulation_gate_px": gate}})
+        out = model(**model.batch_inputs(_batch(window)))
+        assert float(out["skipped"]) == 0, model.last_reason
+        values[gate] = float(out["triangulation"])
+    assert values[None] > 0 and values[1e-9] == 0 and values[1e9] == pytest.approx(values[None], rel=1e-6)
+    for bad in (0, -1.0, "far", True):
+        with pytest.raises(InputError, match="triangulation_gate_px: expected a positive number of pixels"):
+            FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"loss": {"triangulation_gate_px": bad}})
+
+
 def test_frozen_modules_get_no_gradient(window):
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
     model = FinetuneModel(net, {"min_points": 20, "trainable": "all", "freeze": ["transformer", "coarse"]})

@@ -81,6 +81,10 @@ DEFAULT_CONF: dict[str, Any] = {
     # supervised fine loss does: level k+1 starts from level k's detached estimate, so a last-level-only
     # term never trains the wide first level) or "last" (the final prediction only)
     "triangulation_levels": "all",
+    # leave out of the triangulation term the predicted matches farther than this from the BA epipolar
+    # geometry (Sampson distance, pixels of the network input; None: keep all): a wrong coarse match
+    # lies beyond the reach of the local-dense windows, and pulling it only bends the refinement
+    "triangulation_gate_px": None,
     "triangulation": dict(TriangulationRegularizer.default_conf),  # its config (noise model, kernel)
     # gradient of the reprojection term w.r.t. the BA solution: "fixed" (T*, p* constant, iMatching) or
     # "implicit" (re-solved with Theseus, differentiated implicitly: imatch_s2ld.finetune.implicit);
@@ -262,6 +266,10 @@ class FinetuneLoss:
             if self.conf[key] not in choices:
                 raise InputError(f"model.loss.{key}: expected one of {', '.join(choices)}, "
                                  f"got {self.conf[key]!r}")
+        gate = self.conf["triangulation_gate_px"]
+        if gate is not None and (isinstance(gate, bool) or not isinstance(gate, int | float) or gate <= 0):
+            raise InputError("model.loss.triangulation_gate_px: expected a positive number of pixels or "
+                             f"null, got {gate!r}")
 
     def __call__(self, model: S2LD, images: Tensor, K: Tensor, matches: WindowMatches,
                  targets: WindowTargets) -> LossOutput:
@@ -331,8 +339,8 @@ class FinetuneLoss:
                     rep_w = rep_w + w.sum()
                     px.append(torch.cat([r0, r1]).detach().norm(dim=-1))
                     n_targets += int(ex.sum())
-                pred = ~ex
                 T_ab = T[b] @ torch.linalg.inv(T[a])
+                pred = self._gate(out, ~ex, T_ab, Kn[a], Kn[b])
                 if bool(pred.any()):
                     tri_terms.append(self._triangulation(out, pred, Kn[a], Kn[b], T_ab, (int(W), int(H))))
                 if self.conf["matching_weight"] > 0:
@@ -367,6 +375,15 @@ class FinetuneLoss:
                  "num_pairs": rep_w.new_tensor(float(n_pairs)),
                  "num_matches": rep_w.new_tensor(float(n_pred))}
         return LossOutput(total.float(), terms)
+
+    def _gate(self, out: Any, pred: Tensor, T_ab: Tensor, Ka: Tensor, Kb: Tensor) -> Tensor:
+        """``pred`` (``(M,)`` bool) without the matches beyond ``triangulation_gate_px`` (Sampson)."""
+        gate = self.conf["triangulation_gate_px"]
+        if gate is None or not bool(pred.any()):
+            return pred
+        F = fundamental(T_ab, Ka, Kb).double()
+        d = sampson_distance(out.mkpts0.detach().double(), out.mkpts1.detach().double(), F, squared=False)
+        return pred & (d <= float(gate))
 
     def _triangulation(self, out: Any, pred: Tensor, Ka: Tensor, Kb: Tensor, T_ab: Tensor,
                        image_size: tuple[int, int]) -> Tensor:

@@ -63,8 +63,8 @@ DEFAULT_CONF: dict[str, Any] = {
     "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
     "loss": LOSS_CONF,
     # S2LD parameters fine-tuning updates (name prefixes; "all": every one), all others stay fixed.
-    # Default: the local-dense stage and the last layers of its 1/2 feature map (which feed nothing
-    # else); training the whole network drifted the coarse matching and was unstable (README)
+    # Default: the local-dense stage and the last layers of the 1/2 feature map it reads (also sampled
+    # into the keypoint descriptors); training the whole network drifted the coarse matching (README)
     "trainable": ["fine", "backbone.lat1", "backbone.smooth1"],
     "freeze": [],  # of those, prefixes held fixed as well (e.g. "fine.levels.0")
     "debug_skip_rank": None,  # test knob: on this process rank every window is treated as failed
