@@ -229,6 +229,7 @@ def write_report(
         "Details: [finetune/report.md](finetune/report.md).",
         "",
         *_self_check_line(ft.get("self_check")),
+        *_track_check_line(ft.get("track_check")),
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
         "translation-direction angle); AUC in percent; precision = matches with squared symmetric "
         "epipolar distance < "
@@ -271,6 +272,7 @@ def write_report(
         "ba_probe": ft["ba_probe"],
         "ba_probe_predictions": ft.get("ba_probe_predictions"),
         "self_check": ft.get("self_check"),
+        "track_check": ft.get("track_check"),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -284,6 +286,16 @@ def _self_check_line(sc: dict[str, Any] | None) -> list[str]:
             "its windows against their SIFT bundle-adjustment poses): "
             f"{b['auc@5']:.1f} / {b['auc@10']:.1f} / {b['auc@20']:.1f} -> "
             f"{a['auc@5']:.1f} / {a['auc@10']:.1f} / {a['auc@20']:.1f}.", ""]
+
+
+def _track_check_line(tc: dict[str, Any] | None) -> list[str]:
+    if not tc or not tc["common"]["observations"]:
+        return []
+    c = tc["common"]
+    return [f"Reprojection error of S2LD's output tracks at the SIFT BA poses of those windows (no labels; "
+            f"the {c['observations']} observations of the tracks both matchers keep): RMS "
+            f"{c['obs_rms_px_before']:.3f} -> {c['obs_rms_px_after']:.3f} px, median "
+            f"{c['obs_median_px_before']:.3f} -> {c['obs_median_px_after']:.3f} px.", ""]
 
 
 def _selection(f: dict[str, Any]) -> str:

@@ -71,5 +71,28 @@ def test_probe_common_compares_the_same_windows():
                          {"window": 5, "success": True, "ba_rms_px": 0.9, "num_points": 50}]}
     c = probe_common(before, after)  # window 5 (reconstructed only after) stays out of both means
     assert c == {"windows": 1, "ba_rms_px_before": 0.4, "ba_rms_px_after": 0.3,
-                 "num_points_before": 100.0, "num_points_after": 120.0}
+                 "num_points_before": 100.0, "num_points_after": 120.0, "observations": 0,
+                 "obs_rms_px_before": None, "obs_rms_px_after": None, "obs_median_px_before": None,
+                 "obs_median_px_after": None}
     assert probe_common(None, after) is None
+
+
+def test_probe_common_compares_the_same_observations():
+    """Only observations with the same (frame, anchor) at the same anchor position in both probes
+    count; an observation only one matcher has, or whose anchor moved, stays out."""
+    from imatch_s2ld.finetune.report import probe_common
+
+    def row(obs):
+        return {"windows": [{"window": 0, "success": True, "ba_rms_px": 1.0, "num_points": 3,
+                             "observations": obs}]}
+
+    before = row([[0, 1, 10.0, 20.0, 0.3], [1, 1, 10.0, 20.0, 0.4], [1, 2, 30.0, 40.0, 2.0],
+                  [2, 7, 50.0, 50.0, 1.0]])
+    after = row([[0, 1, 10.1, 20.0, 0.0], [1, 1, 10.1, 20.0, 0.3], [1, 5, 1.0, 1.0, 3.0],
+                 [2, 7, 52.0, 50.0, 0.1]])  # (2, 7): the anchor moved by 2 px, not the same keypoint
+    c = probe_common(before, after)
+    assert c["observations"] == 2
+    assert c["obs_rms_px_before"] == pytest.approx((0.5 * (0.3**2 + 0.4**2)) ** 0.5)
+    assert c["obs_rms_px_after"] == pytest.approx((0.5 * 0.3**2) ** 0.5)
+    assert c["obs_median_px_before"] == pytest.approx(0.35)
+    assert c["obs_median_px_after"] == pytest.approx(0.15)

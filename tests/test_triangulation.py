@@ -333,3 +333,69 @@ def test_regularizer_gradcheck():
     reg_d = TriangulationRegularizer(pixel_noise=1e-6, pose_noise_deg=0.0)
     assert torch.autograd.gradcheck(lambda a, b: reg_d(a, b, K, K, T, depth0=d0, depth1=d1).loss, (k0, k1),
                                     eps=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ multi-view (track) form
+
+
+def test_tracks_zero_on_exact_tracks_and_shapes():
+    kpts, K, T, _ = scene(4, 12)
+    vis = torch.ones(4, 12, dtype=torch.bool)
+    vis[3, :4] = False  # four tracks seen in three views only
+    out = TriangulationRegularizer().tracks(kpts, vis, K, T, image_size=(640, 480))
+    assert out.per_match.shape == out.reproj_px.shape == out.valid.shape == (12,)
+    assert out.num_valid == 12 and out.loss.item() < 1e-12 and out.reproj_px.max() < 1e-8
+    assert torch.isnan(out.depth_rel).all()
+    vis[1:, 0] = False  # one view: invalid
+    assert not TriangulationRegularizer().tracks(kpts, vis, K, T).valid[0]
+
+
+def test_tracks_see_the_error_along_the_epipolar_line_the_pair_term_cannot():
+    """Move a track's observation in view 2 along the epipolar line of views 0-2: the two-view term of
+    (0, 2) stays zero, the three-view track cost is positive, and matches the known mean reprojection
+    error of the moved observation's least-squares point (checked by its size, not zero)."""
+    kpts, K, T, X = scene(3, 1)
+    # the same 3D ray of view 0 at another depth projects onto the epipolar line in view 2
+    ray_pt = X[0] + 0.4 * (X[0] - camera_centers(T)[0]) / (X[0] - camera_centers(T)[0]).norm()
+    moved = kpts.clone()
+    moved[2, 0] = project(transform_points(T[2:3], ray_pt[None, None]), K[2:3])[0, 0]
+    shift = (moved[2, 0] - kpts[2, 0]).norm()
+    assert shift > 5.0
+    reg = TriangulationRegularizer(pose_noise_deg=0.0)
+    pair = reg(moved[0], moved[2], K[0], K[2], T[2] @ torch.linalg.inv(T[0]))
+    assert pair.reproj_px.max() < 1e-6
+    track = reg.tracks(moved, torch.ones(3, 1, dtype=torch.bool), K, T)
+    assert track.valid.all() and track.reproj_px[0] > 0.1 * shift and track.loss > 0.1
+
+
+def test_tracks_weights_and_robustness():
+    kpts, K, T, _ = scene(3, 8)
+    noisy = kpts.clone()
+    noisy[2, 0] += torch.tensor([40.0, -30.0], dtype=F64)  # a gross outlier in one track
+    noisy[2, 1] += torch.tensor([1.0, 0.5], dtype=F64)  # a small error
+    vis = torch.ones(3, 8, dtype=torch.bool)
+    reg = TriangulationRegularizer(pose_noise_deg=0.0)
+    out = reg.tracks(noisy, vis, K, T)
+    c = out.per_match
+    assert c[0] > c[1] > 0 and c[2:].max() < 1e-12
+    assert c[0] < 10 * c[1] * 40  # Cauchy: the outlier grows far slower than its squared error
+    w = torch.ones(8, dtype=F64)
+    w[0] = 0.0
+    assert reg.tracks(noisy, vis, K, T, weights=w).loss < out.loss
+    with pytest.raises(ValueError, match="kpts must be"):
+        reg.tracks(noisy[0], vis, K, T)
+
+
+def test_tracks_gradcheck_and_gradient_step():
+    kpts, K, T, _ = scene(3, 3)
+    g = torch.Generator().manual_seed(2)
+    k = (kpts + torch.randn(kpts.shape, generator=g, dtype=F64)).requires_grad_(True)
+    vis = torch.ones(3, 3, dtype=torch.bool)
+    vis[2, 0] = False
+    reg = TriangulationRegularizer()
+    assert torch.autograd.gradcheck(lambda x: reg.tracks(x, vis, K, T).loss, (k,), eps=1e-6, atol=1e-6)
+    out = reg.tracks(k, vis, K, T)
+    out.loss.backward()
+    assert k.grad[2, 0].abs().max() == 0  # an unseen view gets no gradient
+    stepped = reg.tracks((k - 50.0 * k.grad).detach(), vis, K, T)
+    assert stepped.loss < out.loss

@@ -162,6 +162,12 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                   "{:.1f}/{:.1f}/{:.1f} -> {:.1f}/{:.1f}/{:.1f}".format(
                       sc["before"]["num_pairs"], *(sc[stage][k] for stage in ("before", "after")
                                                    for k in ("auc@5", "auc@10", "auc@20"))))
+        tc = report.get("track_check")
+        if tc and tc["common"]["observations"]:
+            c = tc["common"]
+            print(f"output tracks at the SIFT BA poses (no labels; {c['observations']} common observations): "
+                  f"reprojection RMS {c['obs_rms_px_before']:.3f} -> {c['obs_rms_px_after']:.3f} px, median "
+                  f"{c['obs_median_px_before']:.3f} -> {c['obs_median_px_after']:.3f} px")
         for key, what in (("ba_probe", "detected keypoints"), ("ba_probe_predictions", "output matches")):
             pb, pa = (report.get(key) or {}).get("before"), (report.get(key) or {}).get("after")
             if pb and pa and pb["ba_rms_px"] is not None and pa["ba_rms_px"] is not None:
@@ -169,6 +175,11 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                     f"BA RMS on {pb['windows']} probe windows ({what}): {pb['ba_rms_px']:.3f} px -> "
                     f"{pa['ba_rms_px']:.3f} px ({pb['success']} -> {pa['success']} reconstructed)"
                 )
+            c = (report.get(key) or {}).get("common") or {}
+            if c.get("observations"):
+                print(f"  same {c['observations']} inlier observations in both: RMS "
+                      f"{c['obs_rms_px_before']:.3f} -> {c['obs_rms_px_after']:.3f} px, median "
+                      f"{c['obs_median_px_before']:.3f} -> {c['obs_median_px_after']:.3f} px")
         print(f"wrote {conf['out']}/report.md, report.json and the checkpoint {report['checkpoint']}")
     return 0
 

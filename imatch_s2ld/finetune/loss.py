@@ -21,6 +21,10 @@ the BA optimum), every pair ``(a, b)`` of the window is matched again **with** g
 - **Triangulation term.** The network's own predicted matches of the pair go through the same
   :class:`imatch_s2ld.losses.TriangulationRegularizer` as pretraining, supervised by the BA relative
   pose ``T*_b T*_a^-1`` (no depth: the reprojection form is scale-free).
+- **Track term** (``track_weight``). A keypoint of frame ``a`` predicted in two or more later frames is
+  a track of the matcher's output; it is triangulated from all its observations with the BA poses
+  (:meth:`TriangulationRegularizer.tracks`) and penalised for its reprojection error, which two views
+  alone cannot see along the epipolar line.
 
 The network runs in eval mode (BatchNorm statistics frozen: a window is a tiny, correlated batch);
 gradients still flow. In eval mode S2LD's keypoints of a frame do not depend on its partner, so the
@@ -53,6 +57,8 @@ from .window import WindowMatches, pair_matches, window_matches
 __all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
 
 REPROJECTION_POINTS = ("prediction", "keypoints")
+#: a pair's predictions for the track term: keypoint indices of frame a, per-level predictions, confidences
+Observed = tuple[Tensor, list[Tensor], Tensor]
 
 #: Defaults chosen by measurement (README, "Fine-tuning: what helps"): on short-baseline windows the
 #: landmark depths (hence the reprojection targets of predictions) are noisier than S2LD's own
@@ -85,6 +91,12 @@ DEFAULT_CONF: dict[str, Any] = {
     # geometry (Sampson distance, pixels of the network input; None: keep all): a wrong coarse match
     # lies beyond the reach of the local-dense windows, and pulling it only bends the refinement
     "triangulation_gate_px": None,
+    # weight of the multi-view form of the triangulation term: each keypoint of a frame with predicted
+    # matches (kept by the gate) in two or more later frames of the window is triangulated from all of
+    # them with the BA poses (TriangulationRegularizer.tracks, every supervised level): the pair term
+    # only sees the error across the epipolar line, this one also along it (the BA error of the
+    # matcher's output tracks with the poses held at T*)
+    "track_weight": 0.0,
     "triangulation": dict(TriangulationRegularizer.default_conf),  # its config (noise model, kernel)
     # gradient of the reprojection term w.r.t. the BA solution: "fixed" (T*, p* constant, iMatching) or
     # "implicit" (re-solved with Theseus, differentiated implicitly: imatch_s2ld.finetune.implicit);
@@ -278,9 +290,10 @@ class FinetuneLoss:
             images: ``(N, 1, H, W)`` window frames in [0, 1]; K: ``(N, 3, 3)`` or ``(3, 3)``.
             matches: the window's (no-gradient) matches; targets: its BA targets.
         Returns:
-            ``total`` (0-d) and detached ``terms``: ``reprojection``, ``triangulation``, ``reproj_px``
-            (mean target distance, pixels), ``num_targets``, ``num_pairs``, ``num_matches`` (predicted
-            matches of the pairs, tracked ones excluded).
+            ``total`` (0-d) and detached ``terms``: ``reprojection``, ``triangulation``, ``track``,
+            ``matching``, ``reproj_px`` (mean target distance, pixels), ``num_targets``, ``num_pairs``,
+            ``num_matches`` (predicted matches of the pairs, tracked ones excluded), ``num_output_tracks``
+            (tracks of the track term), ``pseudo_positives``, ``pseudo_negatives``.
         """
         dev = images.device
         H, W = images.shape[-2:]
@@ -302,6 +315,7 @@ class FinetuneLoss:
         # keypoint targets from this pass's own tracks when the caller gave none (no tracking pass)
         own_tracks = keypoint_mode and not bool((targets.weight > 0).any())
         frame_kpts: dict[int, tuple[Tensor, Tensor]] = {}
+        track_obs: dict[int, tuple[Tensor, dict[int, Observed]]] = {}
         pass_pairs: list[PairMatches] = []
         try:
             for pm in matches.pairs:
@@ -343,6 +357,8 @@ class FinetuneLoss:
                 pred = self._gate(out, ~ex, T_ab, Kn[a], Kn[b])
                 if bool(pred.any()):
                     tri_terms.append(self._triangulation(out, pred, Kn[a], Kn[b], T_ab, (int(W), int(H))))
+                    if self.conf["track_weight"] > 0:
+                        track_obs.setdefault(a, (out.kpts0[0], {}))[1][b] = self._observed(out, pred)
                 if self.conf["matching_weight"] > 0:
                     term, p, n = self._matching(out, ex, T_ab, Kn[a], Kn[b])
                     match_terms.append(term)
@@ -364,12 +380,17 @@ class FinetuneLoss:
         reprojection = rep_sum / rep_w.clamp_min(1e-12)  # ~ squared error in kernel widths
         triangulation = torch.stack(tri_terms).mean() if tri_terms else images.new_zeros(())
         matching = torch.stack(match_terms).mean() if match_terms else images.new_zeros(())
+        track, n_tracks = self._tracks(track_obs, T, Kn, (int(W), int(H)))
+        track = track if track is not None else images.new_zeros(())
         total = (self.conf["reprojection_weight"] * reprojection
                  + self.conf["matching_weight"] * matching
-                 + self.conf["triangulation_weight"] * triangulation)
+                 + self.conf["triangulation_weight"] * triangulation
+                 + self.conf["track_weight"] * track)
         mean_px = torch.cat(px).mean() if px else images.new_full((), float("nan"))
         terms = {"reprojection": reprojection.detach(), "triangulation": triangulation.detach(),
-                 "matching": matching.detach(), "pseudo_positives": rep_w.new_tensor(float(n_pos)),
+                 "matching": matching.detach(), "track": track.detach(),
+                 "num_output_tracks": rep_w.new_tensor(float(n_tracks)),
+                 "pseudo_positives": rep_w.new_tensor(float(n_pos)),
                  "pseudo_negatives": rep_w.new_tensor(float(n_neg)),
                  "reproj_px": mean_px, "num_targets": rep_w.new_tensor(float(n_targets)),
                  "num_pairs": rep_w.new_tensor(float(n_pairs)),
@@ -396,6 +417,58 @@ class FinetuneLoss:
         losses = [self.regularizer(k0, lv.expectation[pred], Ka, Kb, T_ab, weights=w, image_size=size).loss
                   for lv in levels]
         return torch.stack(losses).mean()
+
+    def _observed(self, out: Any, pred: Tensor) -> Observed:
+        """A pair's predicted matches for the track term: keypoint indices of frame a ``(M,)`` (each
+        once), their predictions in frame b at the supervised levels (``[(M, 2)]``), confidences ``(M,)``."""
+        idx = torch.nonzero(pred).flatten()
+        i = out.matches_i[idx]
+        first = torch.ones_like(i, dtype=torch.bool)
+        if len(i) > 1:  # keep the first match of a keypoint (mutual matching gives one anyway)
+            order = torch.argsort(i, stable=True)
+            dup = torch.zeros_like(first)
+            dup[order[1:]] = i[order[1:]] == i[order[:-1]]
+            first = ~dup
+        idx, i = idx[first], i[first]
+        levels = out.fine_levels if self.conf["triangulation_levels"] == "all" else out.fine_levels[-1:]
+        return i, [lv.expectation[idx] for lv in levels], out.mconf[idx].detach()
+
+    def _tracks(self, track_obs: Mapping[int, tuple[Tensor, Mapping[int, Observed]]],
+                T: Tensor, K: Tensor, image_size: tuple[int, int]) -> tuple[Tensor | None, int]:
+        """The track term (``track_weight``): mean over frames ``a`` of the multi-view regularizer of
+        ``a``'s keypoints seen in >= 2 other frames, averaged over the supervised levels. Returns the
+        term (None when no track qualifies) and the number of tracks."""
+        terms, n_tracks = [], 0
+        for a, (kpts, partners) in sorted(track_obs.items()):
+            if len(partners) < 2:
+                continue
+            n_kp = kpts.shape[0]
+            frames = [a, *sorted(partners)]
+            vis = torch.zeros(len(frames), n_kp, dtype=torch.bool, device=kpts.device)
+            vis[0] = True
+            conf_sum = kpts.new_zeros(n_kp)
+            for v, b in enumerate(frames[1:], 1):
+                i, _, c = partners[b]
+                vis[v, i] = True
+                conf_sum = conf_sum.index_add(0, i, c.to(conf_sum.dtype))
+            n_vis = vis.sum(0)
+            keep = n_vis >= 3
+            if not bool(keep.any()):
+                continue
+            weight = (conf_sum / (n_vis - 1).clamp_min(1))[keep]
+            fr = torch.as_tensor(frames, device=T.device)
+            per_level = []
+            for level in range(len(partners[frames[1]][1])):
+                views = [kpts.detach() if self.conf["triangulation_grad"] == "prediction" else kpts]
+                for b in frames[1:]:
+                    i, lv, _ = partners[b]
+                    views.append(kpts.new_zeros(n_kp, 2).index_put((i,), lv[level]))
+                xy = torch.stack(views)[:, keep]
+                per_level.append(self.regularizer.tracks(xy, vis[:, keep], K[fr], T[fr], weight,
+                                                         image_size).loss)
+            terms.append(torch.stack(per_level).mean())
+            n_tracks += int(keep.sum())
+        return (torch.stack(terms).mean() if terms else None), n_tracks
 
     @staticmethod
     def _keypoint_reprojection(frame_kpts: Mapping[int, tuple[Tensor, Tensor]], targets: WindowTargets,

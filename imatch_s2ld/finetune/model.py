@@ -357,9 +357,8 @@ class FinetuneModel(nn.Module):
         zero = sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
         nan = images.new_full((), float("nan"))
         out: dict[str, Tensor] = {"total": zero}
-        for key in ("reprojection", "matching", "triangulation", "reproj_px", "num_targets", "num_pairs",
-                    "num_matches",
-                    "pseudo_positives", "pseudo_negatives"):
+        for key in ("reprojection", "matching", "triangulation", "track", "reproj_px", "num_targets",
+                    "num_pairs", "num_matches", "num_output_tracks", "pseudo_positives", "pseudo_negatives"):
             out[key] = nan
         out.update({k: images.new_tensor(stats[k]) if k in stats else nan for k in STAT_KEYS})
         out["skipped"] = images.new_ones(())

@@ -8,6 +8,7 @@
      "ba_probe": {"before": {...}, "after": {...}, "common": {...}},  # BA on fixed probe windows
      "ba_probe_predictions": {...},  # the same with tracks of S2LD's output matches
      "self_check": {"before": {auc@5/10/20, ...}, "after": {...}, "gain": {...}} | null,  # no labels
+     "track_check": {"before": {rms_px, median_px, tracks, ...}, "after": {...}, "common": {...}} | null,
      "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
      "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
 """
@@ -252,6 +253,7 @@ def write_report(
             "common": probe_common(before.get("probe_predictions"), after.get("probe_predictions")),
         },
         "self_check": _self_check(before.get("self_check"), after.get("self_check")),
+        "track_check": _track_check(before.get("track_check"), after.get("track_check")),
         "finetune": {
             **stats,
             "num_processes": int(result.num_processes),
@@ -286,8 +288,11 @@ def write_report(
 
 
 def probe_common(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Mean BA RMS (px) and landmarks over the probe windows reconstructed by **both** matchers (the
-    like-for-like comparison: a window only one of them reconstructs does not bias the mean)."""
+    """Mean BA RMS (px) and landmarks over the probe windows reconstructed by **both** matchers (a window
+    only one of them reconstructs does not bias the mean), and the strictly like-for-like comparison:
+    the RMS and median reprojection error over the observations that are inliers of both BAs (the same
+    anchor keypoint in the same frame: ``observations`` of :func:`.run.probe_ba`); the window means
+    also change with the set of landmarks each matcher brings, these do not."""
     if not before or not after:
         return None
     ok_b = {r["window"]: r for r in before["windows"] if r["success"]}
@@ -295,14 +300,52 @@ def probe_common(before: Mapping[str, Any] | None, after: Mapping[str, Any] | No
     common = sorted(set(ok_b) & set(ok_a))
     if not common:
         return {"windows": 0, "ba_rms_px_before": None, "ba_rms_px_after": None,
-                "num_points_before": None, "num_points_after": None}
+                "num_points_before": None, "num_points_after": None, "observations": 0,
+                "obs_rms_px_before": None, "obs_rms_px_after": None, "obs_median_px_before": None,
+                "obs_median_px_after": None}
 
     def mean(rows: Mapping[int, Any], key: str) -> float:
         return float(np.mean([rows[w][key] for w in common]))
 
+    obs = common_observations([[w, *o] for w in common for o in ok_b[w].get("observations", [])],
+                              [[w, *o] for w in common for o in ok_a[w].get("observations", [])])
     return {"windows": len(common), "ba_rms_px_before": mean(ok_b, "ba_rms_px"),
             "ba_rms_px_after": mean(ok_a, "ba_rms_px"), "num_points_before": mean(ok_b, "num_points"),
-            "num_points_after": mean(ok_a, "num_points")}
+            "num_points_after": mean(ok_a, "num_points")} | obs
+
+
+#: the same anchor keypoint in two probes: same index and position within this (pixels)
+ANCHOR_TOL_PX = 0.5
+
+
+def common_observations(before: Sequence[Sequence[float]],
+                        after: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """RMS and median residual of two matchers over the same observations.
+
+    Args:
+        before, after: rows ``[window, frame, anchor, x, y, residual_px]``; a row of each is the same
+            observation when ``(window, frame, anchor)`` agree and the anchor keypoints ``(x, y)`` lie
+            within :data:`ANCHOR_TOL_PX` of each other.
+    Returns:
+        ``{"observations", "obs_rms_px_before", "obs_rms_px_after", "obs_median_px_before",
+        "obs_median_px_after"}`` (None values without a common observation).
+    """
+    eb = {tuple(int(v) for v in o[:3]): o[3:] for o in before}
+    res_b, res_a = [], []
+    for o in after:
+        key = tuple(int(v) for v in o[:3])
+        if key in eb:
+            (xb, yb, rb), (xa, ya, ra) = eb[key], o[3:]
+            if abs(xb - xa) <= ANCHOR_TOL_PX and abs(yb - ya) <= ANCHOR_TOL_PX:
+                res_b.append(rb)
+                res_a.append(ra)
+    return {"observations": len(res_b), "obs_rms_px_before": _rms(res_b), "obs_rms_px_after": _rms(res_a),
+            "obs_median_px_before": float(np.median(res_b)) if res_b else None,
+            "obs_median_px_after": float(np.median(res_a)) if res_a else None}
+
+
+def _rms(values: list[float]) -> float | None:
+    return float(np.sqrt(np.mean(np.square(values)))) if values else None
 
 
 def _probe_summary(probe: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -319,6 +362,18 @@ def _spacing(value: Any) -> str:
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+def _track_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The track check (:func:`.selfcheck.track_check`) before and after, and on their common tracks."""
+    if not before or not after:
+        return None
+
+    def summary(t: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in t.items() if k != "observations"}
+
+    return {"before": summary(before), "after": summary(after),
+            "common": common_observations(before["observations"], after["observations"])}
 
 
 def _self_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -373,6 +428,22 @@ def _markdown(r: Mapping[str, Any]) -> str:
             f"median matches {b['median_matches']:.0f} -> {a['median_matches']:.0f}.",
             "",
         ]
+    tc = r.get("track_check")
+    if tc:
+        b, a, c = tc["before"], tc["after"], tc["common"]
+        lines += [
+            "## Reprojection error of the output tracks at the SIFT BA solution (no labels)",
+            "",
+            f"Tracks of S2LD's output matches from the first frame of the self-check windows "
+            f"({b['windows']}), triangulated with the windows' SIFT BA poses held fixed, tracks with every "
+            f"error below 4 px: {b['tracks']} -> {a['tracks']} tracks, RMS {_fmt(b['rms_px'], '.3f')} -> "
+            f"{_fmt(a['rms_px'], '.3f')} px, median {_fmt(b['median_px'], '.3f')} -> "
+            f"{_fmt(a['median_px'], '.3f')} px; on the {c['observations']} observations of the tracks "
+            f"both matchers keep: RMS {_fmt(c['obs_rms_px_before'], '.3f')} -> "
+            f"{_fmt(c['obs_rms_px_after'], '.3f')} px, median {_fmt(c['obs_median_px_before'], '.3f')} -> "
+            f"{_fmt(c['obs_median_px_after'], '.3f')} px.",
+            "",
+        ]
     probes = (("ba_probe", "S2LD's own tracks (detected keypoints)"),
               ("ba_probe_predictions", "S2LD's output matches (reference-frame keypoints to their "
                                        "local-dense predictions)"))
@@ -402,6 +473,13 @@ def _markdown(r: Mapping[str, Any]) -> str:
                 f"{_fmt(c['ba_rms_px_before'], '.3f')} -> {_fmt(c['ba_rms_px_after'], '.3f')} px, landmarks "
                 f"{_fmt(c['num_points_before'], '.0f')} -> {_fmt(c['num_points_after'], '.0f')}."
             )
+            if c.get("observations"):
+                lines.append(
+                    f"On the {c['observations']} observations that are inliers of both (the same keypoint "
+                    f"in the same frame): reprojection error RMS {_fmt(c['obs_rms_px_before'], '.3f')} -> "
+                    f"{_fmt(c['obs_rms_px_after'], '.3f')} px, median "
+                    f"{_fmt(c['obs_median_px_before'], '.3f')} -> {_fmt(c['obs_median_px_after'], '.3f')} px."
+                )
         lines.append("")
     lines += [
         "## Training",

@@ -45,7 +45,7 @@ from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
 from .model import DEFAULT_CONF as MODEL_CONF
 from .model import FinetuneModel, window_statistics
-from .selfcheck import PseudoPair, pseudo_pairs, self_check
+from .selfcheck import PseudoPair, pseudo_pairs, self_check, track_check
 from .video import open_video
 from .window import window_pairs
 
@@ -220,6 +220,7 @@ def probe_ba(
                 "reason": rec.reason,
                 **stats,
                 "median_flow_px": _median_flow(geometry),
+                "observations": _observation_residuals(rec, geometry, predictions),
             }
         )
     ok = [r for r in rows if r["success"]]
@@ -235,6 +236,27 @@ def probe_ba(
         "num_points": mean("num_points"),
         "inlier_ratio": mean("inlier_ratio"),
     }
+
+
+def _observation_residuals(rec: Any, geometry: Any, predictions: bool) -> list[list[float]]:
+    """Each inlier observation of a successful reconstruction as ``[frame, anchor, x, y, residual_px]``:
+    the anchor is the observed keypoint itself, or with ``predictions`` the reference-frame keypoint
+    it was predicted from, at pixel ``(x, y)``; the same anchor in two matchers' probes is the same
+    observation (:func:`.report.probe_common` compares those). Empty for a failed window."""
+    if not rec.success or rec.ba is None:
+        return []
+    frame_kpt = np.asarray(rec.init.obs_keypoint)
+    inlier = rec.ba.inliers.cpu().numpy()
+    resid = rec.ba.residuals.detach().double().norm(dim=-1).cpu().numpy()
+    ref = {p.j: p.matches[:, 0] for p in geometry.pairs} if predictions else {}
+    xy = geometry.keypoints.xy
+    rows = []
+    for (f, k), r in zip(frame_kpt[inlier], resid[inlier]):
+        f, k = int(f), int(k)
+        frame, anchor = (0, int(ref[f][k])) if predictions and f != 0 else (f, k)
+        x, y = xy[frame][anchor]
+        rows.append([f, anchor, round(float(x), 3), round(float(y), 3), round(float(r), 5)])
+    return rows
 
 
 def _median_flow(geometry: Any) -> float:
@@ -654,7 +676,8 @@ def _measure(
     the current matcher."""
     result: dict[str, Any] = {"probe": probe_ba(model, windows, probe_idx),
                               "probe_predictions": probe_ba(model, windows, probe_idx, predictions=True),
-                              "self_check": self_check(model.net, windows, check)}
+                              "self_check": self_check(model.net, windows, check),
+                              "track_check": track_check(model.net, windows, check)}
     _draw_video(model, windows, probe_idx, conf, out / "video" / stage / "viz", label, dataset)
     if dataset is not None:
         result["eval"] = evaluate_pairs(

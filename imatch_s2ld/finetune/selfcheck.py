@@ -7,6 +7,11 @@ target video). :func:`pseudo_pairs` takes the frame pairs of evenly spaced usabl
 relative poses as pseudo ground truth; :func:`self_check` scores a matcher on them with the protocol of
 the evaluation (OpenCV RANSAC 0.5 px, pose error = max(rotation, translation direction), AUC@5/10/20).
 
+:func:`track_check` measures the precision of the matcher's output tracks on the same windows against
+the same poses held fixed: each keypoint of a window's first frame with predictions in two or more other
+frames is triangulated from all of them (DLT) with the SIFT BA poses, and its reprojection errors are
+the BA reprojection error of the matcher's tracks at the fixed BA solution (what fine-tuning minimises).
+
 The windows are windows fine-tuning trains on: the check says how much the matcher improved **on this
 video**, not on held-out scenes. On the synthetic target videos it tracks the AUC against the true poses
 within 2 AUC points (README).
@@ -20,15 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..data.sample import PairSample
 from ..eval.score import ScoreConfig, score_pair, summarize
+from ..geometry.triangulation import reprojection_residuals, triangulate_dlt
 from ..models.s2ld import S2LD
 from .data import VideoWindows, evenly_spaced, gray_uint8
 from .model import FinetuneModel
-from .window import window_pairs
+from .window import match_window_reference, window_pairs
 
-__all__ = ["PseudoPair", "pseudo_pairs", "self_check"]
+__all__ = ["PseudoPair", "pseudo_pairs", "self_check", "track_check"]
 
 SUMMARY_KEYS = ("auc@5", "auc@10", "auc@20", "median_matches", "num_pairs", "num_failures")
 
@@ -94,3 +101,59 @@ def self_check(net: S2LD, windows: VideoWindows, pairs: Sequence[PseudoPair],
             rows.append({**row, "time_s": seconds})
     summary = summarize(rows, score)
     return {key: summary[key] for key in SUMMARY_KEYS}
+
+
+def track_check(net: S2LD, windows: VideoWindows, pairs: Sequence[PseudoPair],
+                inlier_px: float = 4.0) -> dict[str, Any] | None:
+    """Reprojection error of ``net``'s output tracks with the poses of ``pairs`` held fixed.
+
+    In each window whose pairs include ``(0, b)`` for two or more frames ``b``, S2LD's output matches
+    from frame 0 (:func:`.window.match_window_reference`) form tracks; a track seen in >= 3 frames is
+    triangulated (DLT) with the poses ``T_0tob`` (frame 0 = world) and kept when every reprojection
+    error is below ``inlier_px``. None without such a window.
+
+    Returns:
+        ``{"windows", "tracks", "rms_px", "median_px", "observations"}``, where ``observations`` lists
+        ``[window, frame, anchor, x, y, residual_px]`` (``anchor``: the frame-0 keypoint at ``(x, y)``)
+        for comparing two matchers on the same tracks (:func:`.report.probe_common`).
+    """
+    K = windows.K.double()
+    obs: list[list[float]] = []
+    n_windows = n_tracks = 0
+    for index in dict.fromkeys(p.window for p in pairs):
+        poses = {0: np.eye(4)} | {p.b: p.T_0to1 for p in pairs if p.window == index and p.a == 0}
+        if len(poses) < 3:
+            continue
+        frames = sorted(poses)
+        wm = match_window_reference(net, windows[index]["images"][frames])
+        xy = wm.keypoints.xy
+        V, n_kp = len(frames), len(xy[0])
+        pts = torch.zeros(V, n_kp, 2, dtype=torch.float64)
+        vis = torch.zeros(V, n_kp, dtype=torch.bool)
+        pts[0], vis[0] = torch.as_tensor(xy[0], dtype=torch.float64), True
+        for pm in wm.pairs:
+            ref = torch.as_tensor(pm.matches[:, 0], dtype=torch.long)
+            pts[pm.j, ref] = torch.as_tensor(xy[pm.j], dtype=torch.float64)[pm.matches[:, 1]]
+            vis[pm.j, ref] = True
+        keep = torch.nonzero(vis.sum(0) >= 3).flatten()
+        if len(keep) == 0:
+            continue
+        T = torch.as_tensor(np.stack([poses[f] for f in frames]), dtype=torch.float64)
+        Kv = K.expand(V, 3, 3)
+        X, ok = triangulate_dlt(pts[:, keep], Kv, T, weights=vis[:, keep].double())
+        r = reprojection_residuals(X, pts[:, keep], Kv, T).norm(dim=-1)  # (V, M)
+        r = torch.where(vis[:, keep], r, torch.zeros_like(r))
+        good = ok & (r.max(0).values < inlier_px)
+        n_windows += 1
+        n_tracks += int(good.sum())
+        for m in torch.nonzero(good).flatten().tolist():
+            k = int(keep[m])
+            x, y = (float(v) for v in pts[0, k])
+            obs += [[index, frames[v], k, round(x, 3), round(y, 3), round(float(r[v, m]), 5)]
+                    for v in range(V) if bool(vis[v, k])]
+    if n_windows == 0:
+        return None
+    res = np.array([o[-1] for o in obs])
+    return {"windows": n_windows, "tracks": n_tracks,
+            "rms_px": float(np.sqrt(np.mean(res**2))) if len(res) else None,
+            "median_px": float(np.median(res)) if len(res) else None, "observations": obs}

@@ -37,6 +37,7 @@ from ..geometry.camera import transform_points
 from ..geometry.triangulation import (
     camera_centers,
     reprojection_residuals,
+    triangulate_dlt,
     triangulate_pair,
     triangulation_angle,
 )
@@ -248,3 +249,69 @@ class TriangulationRegularizer(nn.Module):
             num_valid=int(ok.sum().item()),
         )
         return out
+
+    def tracks(
+        self,
+        kpts: Tensor,
+        visible: Tensor,
+        K: Tensor,
+        T_cw: Tensor,
+        weights: Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> RegularizerOutput:
+        """Multi-view form of term (a): each track (a keypoint and its predicted matches in several
+        views) is triangulated by the weighted DLT from all its observations with the supervising poses,
+        and penalised for the mean (over its observations) scaled reprojection error, through the same
+        noise model and kernel as :meth:`forward`. Two views only constrain a match across the epipolar
+        line; three or more also along it.
+
+        Args:
+            kpts: ``(V, N, 2)`` observed pixels of ``N`` tracks in ``V`` views (anything where not visible).
+            visible: ``(V, N)`` bool, which views observe each track; tracks seen in < 2 views are invalid.
+            K: ``(V, 3, 3)`` or ``(3, 3)``; T_cw: ``(V, 4, 4)`` world-to-camera poses (any scale).
+            weights: ``(N,)`` track confidences (>= 0) or None (all 1).
+            image_size: ``(W, H)`` of the images, to rescale ``pixel_noise``.
+        Returns:
+            :class:`RegularizerOutput` with ``(N,)`` fields (``depth_rel`` all NaN).
+        """
+        if kpts.dim() != 3 or kpts.shape[-1] != 2 or visible.shape != kpts.shape[:2]:
+            raise ValueError(f"kpts must be (V, N, 2) and visible (V, N), got {tuple(kpts.shape)}, "
+                             f"{tuple(visible.shape)}")
+        V, N = visible.shape
+        dtype = torch.float64 if kpts.dtype == torch.float64 else torch.float32
+        dev = kpts.device
+        Ks = (K if K.dim() == 3 else K[None]).to(dtype).expand(V, 3, 3)
+        T = T_cw.to(dtype)
+        if T.shape != (V, 4, 4):
+            raise ValueError(f"T_cw must be (V, 4, 4) = {(V, 4, 4)}, got {tuple(T_cw.shape)}")
+        vis = visible.bool()
+        w = torch.ones(N, dtype=dtype, device=dev) if weights is None else weights.to(dtype)
+        if self.conf["detach_weights"]:
+            w = w.detach()
+        focal = (0.5 * (Ks[:, 0, 0] + Ks[:, 1, 1]))[:, None]  # (V, 1)
+        pix = float(self.conf["pixel_noise"])
+        if image_size is not None and self.conf["pixel_noise_ref_size"]:
+            pix = pix * max(image_size) / float(self.conf["pixel_noise_ref_size"])
+        scale_px = torch.sqrt(pix**2 + (focal * math.radians(float(self.conf["pose_noise_deg"]))) ** 2)
+        k = torch.where(vis[..., None], kpts.to(dtype), torch.zeros_like(kpts, dtype=dtype))
+        vw = (focal / focal.mean()).detach() * vis.to(dtype)  # (V, N): 0 = view not used
+        X, ok = triangulate_dlt(k, Ks, T, weights=vw)
+        X = X.to(dtype)
+        angle = triangulation_angle(X.detach(), camera_centers(T), weights=vis.to(dtype))  # (N,)
+        ok = ok & (angle >= float(self.conf["min_angle_deg"])) & torch.isfinite(w) & (w >= 0)
+        res = reprojection_residuals(X, k, Ks, T)  # (V, N, 2)
+        ok = ok & (torch.isfinite(res).all(-1) | ~vis).all(0)
+        res = torch.where((ok[None] & vis)[..., None], res, torch.zeros_like(res))
+        n_obs = vis.sum(0).clamp_min(1).to(dtype)
+        sq = (res.square().sum(-1) / scale_px.square()).sum(0) / n_obs  # (N,)
+        kern, alpha = self.conf["kernel"], float(self.conf["barron_alpha"])
+        cost = float(self.conf["reproj_weight"]) * robust_kernel(sq, kern, alpha)
+        per_match = torch.where(ok, cost, torch.zeros_like(cost))
+        wv = torch.where(ok, w, torch.zeros_like(w))
+        loss = (wv * per_match).sum() / wv.sum().clamp_min(torch.finfo(dtype).tiny)
+        reproj_px = res.detach().norm(dim=-1).sum(0) / n_obs
+        reproj_px = torch.where(ok, reproj_px, torch.full_like(reproj_px, float("nan")))
+        return RegularizerOutput(
+            loss=loss, per_match=per_match, reproj_px=reproj_px,
+            depth_rel=torch.full_like(reproj_px, float("nan")), valid=ok, num_valid=int(ok.sum().item()),
+        )
