@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import imatch_s2ld.ba.initialize as init_mod
+import imatch_s2ld.geometry.triangulation as tri_mod
 from imatch_s2ld.ba.checks import check_problem
 from imatch_s2ld.ba.config import ba_conf
 from imatch_s2ld.ba.initialize import FAILURE_REASONS, InitResult, initialize_window, triangulate_tracks
@@ -120,13 +121,13 @@ def test_other_estimators(synth: SyntheticBA, estimator: str):
 
 def test_initial_pair_uses_triangulate_dlt(synth: SyntheticBA, monkeypatch):
     calls = []
-    real = init_mod.triangulate_dlt
+    real = tri_mod.triangulate_dlt  # called by triangulate_tracks, which initialisation uses
 
     def counting(kpts, K, T_cw, weights=None, **kw):
         calls.append((kpts.shape[-3], None if weights is None else weights.detach().clone()))
         return real(kpts, K, T_cw, weights, **kw)
 
-    monkeypatch.setattr(init_mod, "triangulate_dlt", counting)
+    monkeypatch.setattr(tri_mod, "triangulate_dlt", counting)
     res = Window.from_synthetic(synth).run(_K(synth))
     assert res.success
     assert calls and calls[0][0] == 2  # the first triangulation is the two-view initial pair

@@ -58,7 +58,7 @@ from ..geometry.estimate import ESTIMATORS, estimate_relative_pose
 from ..geometry.triangulation import (
     camera_centers,
     reprojection_residuals,
-    triangulate_dlt,
+    triangulate_tracks,
     triangulation_angle,
 )
 from .problem import BundleProblem
@@ -149,34 +149,6 @@ class InitResult:
     @classmethod
     def failed(cls, reason: str, stats: dict[str, Any] | None = None) -> InitResult:
         return cls(problem=None, success=False, reason=reason, stats=dict(stats or {}))
-
-
-# ---------------------------------------------------------------------------------------- triangulation
-def triangulate_tracks(
-    kpts: Tensor, K: Tensor, poses: Tensor, weights: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Confidence-weighted multi-view DLT of tracks: a thin batched wrapper of
-    :func:`imatch_s2ld.geometry.triangulation.triangulate_dlt` (differentiable w.r.t. ``kpts``,
-    ``weights`` and ``poses``).
-
-    The rows of view ``v`` are scaled by ``weights[v] * f_v / mean(f)`` (``f``: mean focal length), so
-    views with different intrinsics weigh their algebraic error in comparable pixel units.
-
-    Args:
-        kpts: ``(..., V, N, 2)`` pixels (any finite value where the weight is 0).
-        K: ``(..., V, 3, 3)`` or a shared ``(3, 3)``.
-        poses: ``(..., V, 4, 4)`` world-to-camera.
-        weights: ``(..., V, N)`` confidences >= 0 (0: the view does not observe the track) or None (all 1).
-    Returns:
-        points: ``(..., N, 3)`` (0 where degenerate); valid: ``(..., N)`` bool (>= 2 used views,
-        non-degenerate, in front of every used view).
-    """
-    if K.dim() == 2:
-        K = K.expand(*poses.shape[:-2], 3, 3)
-    focal = 0.5 * (K[..., 0, 0] + K[..., 1, 1])  # (..., V)
-    scale = (focal / focal.mean(-1, keepdim=True))[..., None].to(kpts.dtype)  # (..., V, 1)
-    w = scale.expand(kpts.shape[:-1]) if weights is None else weights * scale
-    return triangulate_dlt(kpts, K, poses, w)
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..ba.initialize import triangulate_tracks
 from ..ba.pipeline import WindowReconstruction
 from ..ba.tracks import PairMatches, build_tracks
 from ..conf import merge_conf
 from ..errors import InputError
 from ..geometry.epipolar import sampson_distance
+from ..geometry.triangulation import triangulate_tracks
 from ..losses.matching import focal_loss
 from ..losses.triangulation import TriangulationRegularizer
 from ..models.s2ld import S2LD
@@ -54,9 +54,13 @@ from .implicit import DEFAULT_CONF as IMPLICIT_BA_CONF
 from .implicit import WindowObservations, check_ba_grad, reprojection_cost
 from .window import WindowMatches, pair_matches, window_matches
 
-__all__ = ["DEFAULT_CONF", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches", "warp_points"]
+__all__ = ["DEFAULT_CONF", "TERM_KEYS", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches",
+           "warp_points"]
 
 REPROJECTION_POINTS = ("prediction", "keypoints")
+#: the detached ``terms`` of :meth:`FinetuneLoss.__call__` (a skipped window reports them as NaN)
+TERM_KEYS = ("reprojection", "matching", "triangulation", "track", "reproj_px", "num_targets", "num_pairs",
+             "num_matches", "num_output_tracks", "pseudo_positives", "pseudo_negatives")
 #: a pair's predictions for the track term: keypoint indices of frame a, per-level predictions, confidences
 Observed = tuple[Tensor, list[Tensor], Tensor]
 
@@ -251,6 +255,12 @@ def warp_points(xy: Tensor, depth: Tensor, Ka: Tensor, Kb: Tensor, T_ab: Tensor)
     return uv[:, :2] / uv[:, 2:].clamp_min(1e-9)
 
 
+def _sampson_px(out: Any, T_ab: Tensor, Ka: Tensor, Kb: Tensor) -> Tensor:
+    """``(M,)`` Sampson distance (pixels, no gradient) of a pair's matches to the geometry ``T_ab``."""
+    F = fundamental(T_ab, Ka, Kb).detach().double()
+    return sampson_distance(out.mkpts0.detach().double(), out.mkpts1.detach().double(), F, squared=False)
+
+
 def track_matches(track_a: Tensor, track_b: Tensor) -> tuple[Tensor, Tensor]:
     """Keypoint pairs ``(i, j)`` of two frames sharing a landmark id (ids < 0: none)."""
     n = max(int(track_a.max()) if track_a.numel() else -1, int(track_b.max()) if track_b.numel() else -1) + 1
@@ -402,9 +412,7 @@ class FinetuneLoss:
         gate = self.conf["triangulation_gate_px"]
         if gate is None or not bool(pred.any()):
             return pred
-        F = fundamental(T_ab, Ka, Kb).double()
-        d = sampson_distance(out.mkpts0.detach().double(), out.mkpts1.detach().double(), F, squared=False)
-        return pred & (d <= float(gate))
+        return pred & (_sampson_px(out, T_ab, Ka, Kb) <= float(gate))
 
     def _triangulation(self, out: Any, pred: Tensor, Ka: Tensor, Kb: Tensor, T_ab: Tensor,
                        image_size: tuple[int, int]) -> Tensor:
@@ -492,10 +500,7 @@ class FinetuneLoss:
     def _matching(self, out: Any, extra: Tensor, T_ab: Tensor, Ka: Tensor,
                   Kb: Tensor) -> tuple[Tensor, int, int]:
         """Focal loss on ``out.scores`` at the pair's matches, labelled by the BA geometry."""
-        F = fundamental(T_ab, Ka, Kb)
-        with torch.no_grad():
-            d = sampson_distance(out.mkpts0.detach().double(), out.mkpts1.detach().double(), F.double(),
-                                 squared=False)
+        d = _sampson_px(out, T_ab, Ka, Kb)
         pos = extra | (d < float(self.conf["epipolar_pos_px"]))
         neg = ~extra & (d > float(self.conf["epipolar_neg_px"]))
         labelled = pos | neg

@@ -43,7 +43,7 @@ from .data import gray_uint8
 from .geometry import GEOMETRY_SOURCES, merge_window_matches, sift_window_matches
 from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
-from .loss import FinetuneLoss, WindowTargets
+from .loss import TERM_KEYS, FinetuneLoss, WindowTargets
 from .window import WindowMatches, match_window, window_matches, window_pairs
 
 __all__ = ["DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_kind", "window_statistics"]
@@ -357,8 +357,7 @@ class FinetuneModel(nn.Module):
         zero = sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
         nan = images.new_full((), float("nan"))
         out: dict[str, Tensor] = {"total": zero}
-        for key in ("reprojection", "matching", "triangulation", "track", "reproj_px", "num_targets",
-                    "num_pairs", "num_matches", "num_output_tracks", "pseudo_positives", "pseudo_negatives"):
+        for key in TERM_KEYS:
             out[key] = nan
         out.update({k: images.new_tensor(stats[k]) if k in stats else nan for k in STAT_KEYS})
         out["skipped"] = images.new_ones(())

@@ -29,7 +29,7 @@ import torch
 
 from ..data.sample import PairSample
 from ..eval.score import ScoreConfig, score_pair, summarize
-from ..geometry.triangulation import reprojection_residuals, triangulate_dlt
+from ..geometry.triangulation import reprojection_residuals, triangulate_tracks
 from ..models.s2ld import S2LD
 from .data import VideoWindows, evenly_spaced, gray_uint8
 from .model import FinetuneModel
@@ -140,7 +140,7 @@ def track_check(net: S2LD, windows: VideoWindows, pairs: Sequence[PseudoPair],
             continue
         T = torch.as_tensor(np.stack([poses[f] for f in frames]), dtype=torch.float64)
         Kv = K.expand(V, 3, 3)
-        X, ok = triangulate_dlt(pts[:, keep], Kv, T, weights=vis[:, keep].double())
+        X, ok = triangulate_tracks(pts[:, keep], Kv, T, weights=vis[:, keep].double())
         r = reprojection_residuals(X, pts[:, keep], Kv, T).norm(dim=-1)  # (V, M)
         r = torch.where(vis[:, keep], r, torch.zeros_like(r))
         good = ok & (r.max(0).values < inlier_px)

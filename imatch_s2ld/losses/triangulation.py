@@ -37,8 +37,8 @@ from ..geometry.camera import transform_points
 from ..geometry.triangulation import (
     camera_centers,
     reprojection_residuals,
-    triangulate_dlt,
     triangulate_pair,
+    triangulate_tracks,
     triangulation_angle,
 )
 from ..geometry.warp import sample_depth_nearest
@@ -141,6 +141,13 @@ class TriangulationRegularizer(nn.Module):
             raise InputError(f"'pose_noise_deg' must be >= 0, got {merged['pose_noise_deg']!r}")
         self.conf = merged
 
+    def _noise(self, image_size: tuple[int, int] | None) -> tuple[float, float]:
+        """Keypoint noise (pixels of ``image_size``) and supervising-pose noise (radians)."""
+        pix = float(self.conf["pixel_noise"])
+        if image_size is not None and self.conf["pixel_noise_ref_size"]:
+            pix = pix * max(image_size) / float(self.conf["pixel_noise_ref_size"])
+        return pix, math.radians(float(self.conf["pose_noise_deg"]))
+
     def forward(
         self,
         kpts0: Tensor,
@@ -192,10 +199,7 @@ class TriangulationRegularizer(nn.Module):
 
         # Noise model (per view, (B, 1)).
         focal = torch.stack([0.5 * (K[:, 0, 0] + K[:, 1, 1]) for K in Ks], dim=0)[..., None]  # (2, B, 1)
-        pix = float(self.conf["pixel_noise"])
-        if image_size is not None and self.conf["pixel_noise_ref_size"]:
-            pix = pix * max(image_size) / float(self.conf["pixel_noise_ref_size"])
-        pose_rad = math.radians(float(self.conf["pose_noise_deg"]))
+        pix, pose_rad = self._noise(image_size)
         scale_px = torch.sqrt(pix**2 + (focal * pose_rad) ** 2)  # (2, B, 1)
         sigma_ray2 = (pix / focal) ** 2 + pose_rad**2  # (2, B, 1)
 
@@ -289,13 +293,10 @@ class TriangulationRegularizer(nn.Module):
         if self.conf["detach_weights"]:
             w = w.detach()
         focal = (0.5 * (Ks[:, 0, 0] + Ks[:, 1, 1]))[:, None]  # (V, 1)
-        pix = float(self.conf["pixel_noise"])
-        if image_size is not None and self.conf["pixel_noise_ref_size"]:
-            pix = pix * max(image_size) / float(self.conf["pixel_noise_ref_size"])
-        scale_px = torch.sqrt(pix**2 + (focal * math.radians(float(self.conf["pose_noise_deg"]))) ** 2)
+        pix, pose_rad = self._noise(image_size)
+        scale_px = torch.sqrt(pix**2 + (focal * pose_rad) ** 2)  # (V, 1)
         k = torch.where(vis[..., None], kpts.to(dtype), torch.zeros_like(kpts, dtype=dtype))
-        vw = (focal / focal.mean()).detach() * vis.to(dtype)  # (V, N): 0 = view not used
-        X, ok = triangulate_dlt(k, Ks, T, weights=vw)
+        X, ok = triangulate_tracks(k, Ks, T, weights=vis.to(dtype))  # weight 0: view not used
         X = X.to(dtype)
         angle = triangulation_angle(X.detach(), camera_centers(T), weights=vis.to(dtype))  # (N,)
         ok = ok & (angle >= float(self.conf["min_angle_deg"])) & torch.isfinite(w) & (w >= 0)
