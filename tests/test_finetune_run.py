@@ -514,6 +514,10 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "missing eval pairs": (["--video", str(frames), *v, "--eval-pairs", str(tmp / "p.txt")], "p.txt"),
         "bad geometry source": (["--video", str(frames), *v, "--geometry-from", "orb"], "--geometry-from"),
         "unknown override": (["--video", str(frames), *v, "model.los.x=1"], "los"),
+        "bad loss weight": (["--video", str(frames), *v, "model.loss.track_weight=abc"],
+                            "'model.loss.track_weight': expected a number, got 'abc'"),
+        "negative loss weight": (["--video", str(frames), *v, "model.loss.matching_weight=-1"],
+                                 "model.loss.matching_weight: expected a number >= 0"),
         "no usable window": (["--video", str(frames), *v, "model.min_registered=99"], "no window of"),
     }
 

@@ -288,6 +288,9 @@ class FinetuneLoss:
             if self.conf[key] not in choices:
                 raise InputError(f"model.loss.{key}: expected one of {', '.join(choices)}, "
                                  f"got {self.conf[key]!r}")
+        for key in ("reprojection_weight", "matching_weight", "triangulation_weight", "track_weight"):
+            if not float(self.conf[key]) >= 0:  # merge_conf has checked that it is a number
+                raise InputError(f"model.loss.{key}: expected a number >= 0, got {self.conf[key]!r}")
         gate = self.conf["triangulation_gate_px"]
         if gate is not None and (isinstance(gate, bool) or not isinstance(gate, int | float) or gate <= 0):
             raise InputError("model.loss.triangulation_gate_px: expected a positive number of pixels or "
