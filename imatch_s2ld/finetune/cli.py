@@ -32,7 +32,10 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
         prog=prog,
         description="Self-supervised fine-tuning of S2LD on an unlabeled video "
         "(iMatching: matches -> tracks -> bundle adjustment -> reprojection loss).",
-        epilog="Overrides: dotted keys with YAML values, e.g. model.loss.triangulation_weight=0.2",
+        epilog="Overrides: dotted keys with YAML values, e.g. model.loss.triangulation_weight=0.2; "
+        "options measured in the README: model.loss.triangulation_gate_px=6 (leave matches off the BA "
+        "epipolar geometry out of the loss), model.loss.track_weight=1 (multi-view track term); "
+        "all keys and defaults: imatch_s2ld/finetune/run.py DEFAULT_CONF",
     )
     p.add_argument("--video", required=True, help="folder of frames (jpg/png, natural order) or a video file")
     p.add_argument("--out", required=True, help="output folder (checkpoints, report, plots)")
