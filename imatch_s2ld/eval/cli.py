@@ -29,7 +29,7 @@ from ..data.images import parse_resize, read_image
 from ..data.sample import PairSample
 from ..errors import InputError
 from ..geometry.estimate import ESTIMATORS, describe_estimator
-from ..matchers import Matcher
+from ..matchers import Matcher, parse_matcher_options
 from . import export, score
 from .report import format_summary, write_json, write_results_csv
 from .viz import draw_matches, plot_auc_curve
@@ -206,7 +206,12 @@ def build_parser(prog: str = "imatch evaluate") -> argparse.ArgumentParser:
     p.add_argument("--model", help="colmap: COLMAP model directory (text or binary)")
     p.add_argument("--root", help="megadepth1500/scannet1500: image root")
     p.add_argument("--index", help="megadepth1500/scannet1500: index directory")
-    p.add_argument("--matcher", default="sift", help="sift, orb, loftr:WEIGHTS... (default sift)")
+    p.add_argument("--matcher", default="sift",
+                   help="sift, orb, loftr:WEIGHTS, s2ld[:PATH], aliked+lightglue, disk+lightglue "
+                   "(default sift)")
+    p.add_argument("--matcher-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a matcher option (repeatable; values parsed as int, float, true/false or text), "
+                   "e.g. max_keypoints=1024; stored in summary.json's protocol.matcher_conf")
     p.add_argument("--resize", default=None, help="none, longer side (int) or WxH (default none)")
     p.add_argument("--estimator", default="ransac", help=f"one of {', '.join(ESTIMATORS)}")
     p.add_argument("--threshold", type=float, default=None,
@@ -236,7 +241,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.dataset not in DATASETS:
         raise InputError(f"--dataset: unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = evaluate(vars(args))
+    conf = vars(args)
+    conf["matcher_conf"] = parse_matcher_options(conf.pop("matcher_opt"))
+    summary = evaluate(conf)
     print(format_summary(summary))
     print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0

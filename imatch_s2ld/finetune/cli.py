@@ -1,7 +1,7 @@
 """``scripts/finetune_unlabeled.py`` / ``imatch finetune``: self-supervised fine-tuning on a video.
 
     python scripts/finetune_unlabeled.py --video DIR [--intrinsics FILE] [--init CKPT]
-        [--eval-pairs FILE --eval-images DIR] [--steps N] --out OUT
+        [--eval-pairs FILE --eval-images DIR [--baselines sift,aliked+lightglue]] [--steps N] --out OUT
 
 Multi-GPU / multi-node: ``accelerate launch scripts/finetune_unlabeled.py ...`` (or ``torchrun``).
 Anything else of :data:`imatch_s2ld.finetune.run.DEFAULT_CONF` is a dotted override, e.g.
@@ -74,6 +74,11 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--eval-images", help="images of --eval-pairs (default: next to it)")
     p.add_argument("--eval-max-pairs", type=int, help="evaluate only the first N pairs")
     p.add_argument("--eval-every", type=int, help="also evaluate every N steps (default: before/after only)")
+    p.add_argument(
+        "--baselines",
+        help="comma-separated matchers also evaluated on --eval-pairs and reported beside before/after, "
+        "e.g. sift,aliked+lightglue (default none)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt")
@@ -86,7 +91,7 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
 
 def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The run configuration: defaults <- ``--config`` <- options <- dotted overrides."""
-    from .run import DEFAULT_CONF, window_spacings
+    from .run import DEFAULT_CONF, baseline_names, window_spacings
 
     options: dict[str, Any] = {
         "video": args.video,
@@ -120,6 +125,7 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
             ("images", args.eval_images),
             ("max_pairs", args.eval_max_pairs),
             ("every", args.eval_every),
+            ("baselines", None if args.baselines is None else baseline_names(args.baselines)),
         )
         if v is not None
     }
@@ -159,6 +165,8 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                     b["auc@5"], b["auc@10"], b["auc@20"], a["auc@5"], a["auc@10"], a["auc@20"]
                 )
             )
+        for name, s in report.get("baselines", {}).items():
+            print(f"AUC@5/10/20 {name} (baseline): {s['auc@5']:.1f}/{s['auc@10']:.1f}/{s['auc@20']:.1f}")
         sc = report.get("self_check")
         if sc:
             print("self-check on the video (no labels; AUC@5/10/20 against SIFT BA poses, {} pairs): "

@@ -5,6 +5,7 @@
     {"before": <evaluation summary.json of the starting matcher> | null,
      "after":  <evaluation summary.json of the fine-tuned matcher> | null,   # same keys
      "gain": {"auc@5": relative gain, ...} | null,
+     "baselines": {"sift": <evaluation summary.json>, ...},  # --baselines on the same pairs ({} without)
      "ba_probe": {"before": {...}, "after": {...}, "common": {...}},  # BA on fixed probe windows
      "ba_probe_predictions": {...},  # the same with tracks of S2LD's output matches
      "self_check": {"before": {auc@5/10/20, ...}, "after": {...}, "gain": {...}} | null,  # no labels
@@ -223,8 +224,13 @@ def write_report(
     after: Mapping[str, Any],
     result: Any,
     seconds: float,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png``; return the JSON."""
+    """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png``; return the JSON.
+
+    ``baselines``: name -> evaluation summary of other matchers on the same pairs
+    (:func:`.run.evaluate_baselines`).
+    """
     rows = read_log(out / "train_log.jsonl")
     validation = read_log(out / "val.jsonl")
     b_eval, a_eval = _summary(before.get("eval")), _summary(after.get("eval"))
@@ -242,6 +248,7 @@ def write_report(
         "before": b_eval,
         "after": a_eval,
         "gain": relative_gain(b_eval, a_eval),
+        "baselines": {name: dict(s) for name, s in (baselines or {}).items()},
         "ba_probe": {
             "before": _probe_summary(before.get("probe")),
             "after": _probe_summary(after.get("probe")),
@@ -401,7 +408,9 @@ def _markdown(r: Mapping[str, Any]) -> str:
             "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | pairs | failures |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for name, s in (("before (start)", r["before"]), ("after (fine-tuned)", r["after"])):
+        rows = [("before (start)", r["before"]), ("after (fine-tuned)", r["after"])]
+        rows += [(f"{name} (baseline)", s) for name, s in r.get("baselines", {}).items()]
+        for name, s in rows:
             lines.append(
                 f"| {name} | {s['auc@5']:.1f} | {s['auc@10']:.1f} | {s['auc@20']:.1f} | "
                 f"{s['precision']:.1f} | {s['median_matches']:.0f} | {s['num_pairs']} | "

@@ -15,7 +15,8 @@ Pipeline (every step importable; the CLI is :mod:`.cli`):
    Ctrl-C, atomic checkpoints, TensorBoard) on :class:`.data.VideoWindows` with
    :class:`.model.FinetuneModel`; evaluation every ``eval.every`` steps.
 4. **After** + report: ``report.json`` / ``report.md``, plots, before/after match pictures
-   (:mod:`.report`).
+   (:mod:`.report`); other matchers (``eval.baselines``, e.g. ``sift,aliked+lightglue``) evaluated on the
+   same pairs with the same protocol appear beside before/after.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from .video import open_video
 from .window import window_pairs
 
 __all__ = [
-    "DEFAULT_CONF", "build_windows", "evaluate_pairs", "main", "preflight", "probe_ba", "select_windows",
+    "DEFAULT_CONF", "baseline_names", "build_windows", "check_baselines", "evaluate_baselines",
+    "evaluate_pairs", "main", "preflight", "probe_ba", "select_windows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ DEFAULT_CONF: dict[str, Any] = {
         "threshold": None,
         "every": 0,  # evaluate every N steps (0: before and after only)
         "viz": 4,  # before/after match pictures
+        "baselines": [],  # other matchers evaluated on the same pairs (names of load_matcher), e.g. [sift]
     },
     "preflight": {"windows": 4, "static_px": 1.0},
     "probe_windows": 8,  # fixed windows whose BA error is measured before and after
@@ -151,6 +154,56 @@ def eval_dataset(econf: Mapping[str, Any]) -> DatasetConfig | None:
     if path.is_dir():
         return DatasetConfig(name="colmap", model=str(path), images=econf["images"], **kw)
     return DatasetConfig(name="pairs", pairs=str(path), images=econf["images"], **kw)
+
+
+def baseline_names(value: Any) -> list[str]:
+    """``eval.baselines`` as a list of matcher names: a list, or a comma-separated string (``"sift,orb"``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items = value.split(",")
+    else:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+    if not all(isinstance(v, str) for v in items):
+        raise InputError(f"--baselines: expected comma-separated matcher names, got {value!r}")
+    return [v.strip() for v in items if v.strip()]
+
+
+def check_baselines(names: list[str], dataset: DatasetConfig | None) -> None:
+    """Refuse baselines without evaluation pairs, and unknown names or missing weights (before any output).
+
+    Raises:
+        InputError: one line naming the option or the matcher.
+    """
+    from ..matchers import check_matcher
+
+    if names and dataset is None:
+        raise InputError("--baselines needs --eval-pairs (baselines are evaluated on the evaluation pairs)")
+    for name in names:
+        check_matcher(name)
+
+
+def evaluate_baselines(
+    names: list[str], dataset: DatasetConfig, econf: Mapping[str, Any], out: Path, resize: Any
+) -> dict[str, dict[str, Any]]:
+    """Evaluate each matcher of ``names`` on the evaluation pairs with the before/after protocol, into
+    ``out/<name>/`` (predictions cached there: a resumed run reuses them). Returns name -> summary."""
+    from ..eval.cli import EvalConfig, evaluate
+    from ..eval.export import ExportConfig
+    from ..eval.score import ScoreConfig
+
+    results = {}
+    for name in names:
+        logger.info("baseline %s on the evaluation pairs", name)
+        conf = EvalConfig(
+            out=str(out / name.replace(":", "_").replace("/", "_")),
+            dataset=dataset,
+            export=ExportConfig(matcher=name, resize=resize, progress=False),
+            score=ScoreConfig(estimator=econf["estimator"], threshold_px=econf["threshold"]),
+            viz=0,
+        )
+        results[name] = evaluate(conf)
+    return results
 
 
 def evaluate_pairs(
@@ -510,6 +563,8 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
     dataset = eval_dataset(conf["eval"])
     if dataset is not None:
         load_pairs(dataset)  # fail now on a bad pairs file
+    baselines = baseline_names(conf["eval"]["baselines"])
+    check_baselines(baselines, dataset)
     eval_resize = conf["eval"]["resize"]
     if eval_resize == "video":
         eval_resize = max(windows.video.image_size) if conf["resize"] is not None else None
@@ -548,6 +603,12 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             model, windows, probe_idx, dataset, conf, out, eval_resize, main_proc, bool(tconf["resume"]),
             check,
         )
+        baseline_results: dict[str, dict[str, Any]] = {}
+        if main_proc and baselines and dataset is not None:
+            logger.info("[2/4] baselines on the evaluation pairs: %s", ", ".join(baselines))
+            baseline_results = evaluate_baselines(
+                baselines, dataset, conf["eval"], out / "eval" / "baselines", eval_resize
+            )
         validate = None
         if dataset is not None and int(conf["eval"]["every"]) > 0:
 
@@ -599,7 +660,8 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
                 model, windows, probe_idx, dataset, conf, out, eval_resize, "after", "s2ld-finetuned", check
             )
             report = write_report(
-                out, conf, intr, K, probe, before, after, result, time.perf_counter() - start_time
+                out, conf, intr, K, probe, before, after, result, time.perf_counter() - start_time,
+                baselines=baseline_results,
             )
         accelerator.wait_for_everyone()
         return report if main_proc else {}

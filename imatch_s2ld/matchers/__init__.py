@@ -1,4 +1,5 @@
-"""Matchers: ``load_matcher("sift" | "orb" | "loftr:WEIGHTS" | "s2ld" | "s2ld:CHECKPOINT", **conf)``.
+"""Matchers: ``load_matcher("sift" | "orb" | "loftr:WEIGHTS" | "s2ld" | "s2ld:CHECKPOINT" |
+"aliked+lightglue" | "disk+lightglue", **conf)``.
 
 Add a matcher with :func:`register_matcher` (``factory(arg, **conf) -> Matcher``).
 """
@@ -7,7 +8,9 @@ from .base import (
     Matcher,
     MatcherFactory,
     available_matchers,
+    check_matcher,
     load_matcher,
+    parse_matcher_options,
     register_matcher,
     wants_grayscale,
 )
@@ -21,12 +24,38 @@ def _s2ld_matcher(arg: str | None = None, **conf) -> Matcher:
     return s2ld_matcher(arg, **conf)
 
 
+def _aliked_lightglue(arg: str | None = None, **conf) -> Matcher:
+    from .lightglue import lightglue_matcher  # imported on use, like the S2LD matcher
+
+    return lightglue_matcher("aliked", arg, **conf)
+
+
+def _disk_lightglue(arg: str | None = None, **conf) -> Matcher:
+    from .lightglue import lightglue_matcher
+
+    return lightglue_matcher("disk", arg, **conf)
+
+
+def _aliked_lightglue_check(arg: str | None = None, **conf) -> None:
+    from .lightglue import lightglue_check
+
+    lightglue_check("aliked", arg, **conf)
+
+
+def _disk_lightglue_check(arg: str | None = None, **conf) -> None:
+    from .lightglue import lightglue_check
+
+    lightglue_check("disk", arg, **conf)
+
+
 register_matcher("sift", sift_matcher)
 register_matcher("orb", orb_matcher)
 register_matcher("loftr", loftr_matcher)
 register_matcher("s2ld", _s2ld_matcher)
+register_matcher("aliked+lightglue", _aliked_lightglue, check=_aliked_lightglue_check)
+register_matcher("disk+lightglue", _disk_lightglue, check=_disk_lightglue_check)
 
 __all__ = [
-    "LoFTRMatcher", "Matcher", "MatcherFactory", "OpenCVMatcher", "available_matchers",
-    "load_matcher", "register_matcher", "wants_grayscale",
+    "LoFTRMatcher", "Matcher", "MatcherFactory", "OpenCVMatcher", "available_matchers", "check_matcher",
+    "load_matcher", "parse_matcher_options", "register_matcher", "wants_grayscale",
 ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,16 +34,29 @@ class Matcher(Protocol):
 #: A factory gets the part of the name after ``":"`` (or ``None``) and keyword options.
 MatcherFactory = Callable[..., Matcher]
 
+#: A check gets the same arguments and raises :class:`InputError` for what the factory would refuse.
+MatcherCheck = Callable[..., None]
+
 _REGISTRY: dict[str, MatcherFactory] = {}
+_CHECKS: dict[str, MatcherCheck] = {}
 
 
-def register_matcher(name: str, factory: MatcherFactory, overwrite: bool = False) -> None:
-    """Register ``factory(arg: str | None, **conf) -> Matcher`` under ``name`` (no ``":"``)."""
+def register_matcher(
+    name: str, factory: MatcherFactory, overwrite: bool = False, check: MatcherCheck | None = None
+) -> None:
+    """Register ``factory(arg: str | None, **conf) -> Matcher`` under ``name`` (no ``":"``).
+
+    ``check(arg, **conf)``, optional, raises what the factory would raise for bad options or missing
+    files without building the matcher (see :func:`check_matcher`).
+    """
     if ":" in name:
         raise ValueError(f"matcher names cannot contain ':' ({name!r})")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"matcher {name!r} is already registered")
     _REGISTRY[name] = factory
+    _CHECKS.pop(name, None)
+    if check is not None:
+        _CHECKS[name] = check
 
 
 def available_matchers() -> tuple[str, ...]:
@@ -56,12 +70,80 @@ def load_matcher(name: str, **conf) -> Matcher:
     Raises:
         InputError: unknown name (lists the known ones) or bad options for that matcher.
     """
+    base, arg = _split(name)
+    _check_keywords(base, conf)
+    return _REGISTRY[base](arg, **conf)
+
+
+def check_matcher(name: str, **conf) -> None:
+    """Fail now on what :func:`load_matcher` would refuse: the registered check of the matcher (names,
+    options, weight files, without building networks), or else building it once.
+
+    Raises:
+        InputError: as :func:`load_matcher`.
+    """
+    base, arg = _split(name)
+    _check_keywords(base, conf)
+    if base in _CHECKS:
+        _CHECKS[base](arg, **conf)
+    else:
+        _REGISTRY[base](arg, **conf)
+
+
+def _split(name: str) -> tuple[str, str | None]:
     base, _, arg = name.partition(":")
     if base not in _REGISTRY:
         raise InputError(
             f"--matcher: unknown matcher {name!r}; known: {', '.join(available_matchers())}"
         )
-    return _REGISTRY[base](arg or None, **conf)
+    return base, arg or None
+
+
+def _check_keywords(base: str, conf: dict[str, Any]) -> None:
+    """Unknown options of a factory with named keywords only (no ``**conf``): one line listing the known
+    ones. Factories taking ``**conf`` check their options themselves."""
+    try:
+        params = list(inspect.signature(_REGISTRY[base]).parameters.values())[1:]  # after ``arg``
+    except (TypeError, ValueError):  # no introspectable signature: the factory checks its options
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(conf) - set(known))
+    if unknown:
+        raise InputError(f"--matcher-opt: unknown option(s) {', '.join(unknown)} for {base}; "
+                         f"known: {', '.join(known) or 'none'}")
+
+
+def parse_matcher_options(items: Iterable[str] | None) -> dict[str, Any]:
+    """``["max_keypoints=1024", "device=cpu"]`` -> ``{"max_keypoints": 1024, "device": "cpu"}``.
+
+    Values are parsed as int, then float, then bool (``true``/``false``, any case), else kept as strings.
+
+    Raises:
+        InputError: an item without ``=`` or with an empty key, or a key given twice.
+    """
+    conf: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--matcher-opt: expected KEY=VALUE, got {item!r}")
+        if key in conf:
+            raise InputError(f"--matcher-opt: {key} given twice")
+        conf[key] = _parse_value(value.strip())
+    return conf
+
+
+def _parse_value(text: str) -> int | float | bool | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
 
 
 def wants_grayscale(matcher: Matcher) -> bool:
