@@ -1,29 +1,31 @@
-"""Inference time and peak memory of S2LD vs LoFTR per grayscale image pair on CPU (random weights).
+"""Inference time and peak memory per image pair on CPU: the shipped S2LD vs ALIKED+LightGlue (and
+kornia's LoFTR), trained models on a real pair.
 
-Targets: S2LD / LoFTR time <= 0.6 x and peak memory <= 1.0 x, both measured in the same run.
+Target: S2LD / ALIKED+LightGlue time <= 0.5 x with no more peak memory (<= 1.0 x), measured in the
+same run.
 
-- S2LD: ``S2LD.from_config(--config, **--s2ld-conf).eval()`` called as ``model(image0, image1)``.
-- LoFTR: ``kornia.feature.LoFTR(pretrained=None).eval()`` called with ``{"image0", "image1"}``.
+- Matchers come from the registry (``imatch_s2ld.load_matcher``), called as ``matcher.match(image0,
+  image1)`` on uint8 images, exactly as ``imatch evaluate`` calls them: ``s2ld`` (the shipped
+  checkpoint; ``s2ld:PATH`` another one), ``aliked+lightglue`` (kornia's ALIKED + LightGlue with the
+  pretrained weights, kornia's LightGlue defaults, its feature cache off so that every call extracts
+  both images), ``loftr-random`` (kornia's LoFTR with random weights: no LoFTR weights exist here, so
+  it finds few matches and its refinement does little: a lower bound of LoFTR's time).
+- The pair: ``--pair IMG0 IMG1`` resized to ``--size`` (default: Strecha fountain-P11 images 0000 and
+  0002 from ``../shared/data``, 640x480; without them a rendered synthetic pair).
 
-Both get the same (1, 1, H, W) pair (a smooth random texture and a shifted copy) under
-``torch.inference_mode`` with the same ``torch.set_num_threads``. Time: median (and best) over
-``--runs`` calls after ``--warmup`` calls. Each model lives in its own fresh subprocess (``--worker
-NAME``); both are started first, then their calls are interleaved (s2ld, loftr, loftr, s2ld, ...),
-so that a changing load on the machine hits both models alike.
+Time: median (and best) over ``--runs`` calls after ``--warmup`` calls. Each matcher lives in its own
+fresh subprocess (``--worker NAME``); all are started first, then their calls are interleaved (the
+order alternating each round), so that a changing load on the machine hits every matcher alike.
 
-Peak memory = (peak RSS during all inference calls) - (RSS after building the model and the
-inputs). The peak is the kernel's exact high-water mark ``VmHWM`` (``/proc/self/status``), reset
-to the current RSS just before the first call by writing ``5`` to ``/proc/self/clear_refs``
-(Linux >= 4.0). Where that is not allowed, a thread samples ``/proc/self/statm`` every 1 ms
-instead (a lower bound: short peaks can be missed). Linux only. The warm-up calls count for the
-peak: memory that the first call keeps (e.g. oneDNN caches) is part of the cost.
+Peak memory = (peak RSS during all calls) - (RSS after building the matcher and reading the images).
+The peak is the kernel's exact high-water mark ``VmHWM`` (``/proc/self/status``), reset to the
+current RSS just before the first call by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0).
+Where that is not allowed, a thread samples ``/proc/self/statm`` every 1 ms instead (a lower bound).
+Linux only. The warm-up calls count for the peak.
 
-With random weights few or no matches pass the matching thresholds, so the refinement stages of
-both models do little work; the "matches" column shows it. Compare a worst case with e.g.
-``--s2ld-conf '{"coarse": {"threshold": 0.0}}'`` (every mutual nearest neighbour is refined).
-
-Usage: ``python benchmarks/bench_s2ld.py [--config base] [--size 640x480] [--runs 5] [--warmup 1]
-[--threads N] [--s2ld-conf JSON|FILE] [--json OUT]``
+Usage: ``python benchmarks/bench_s2ld.py [--matchers s2ld,aliked+lightglue,loftr-random]
+[--baseline aliked+lightglue] [--pair IMG0 IMG1] [--size 640x480] [--runs 5] [--warmup 1]
+[--threads N] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -42,47 +44,70 @@ from typing import Any
 
 from peak_rss import PeakRSS, status_kb  # benchmarks/peak_rss.py (this script's folder)
 
-TARGET_TIME = 0.6  # S2LD / LoFTR, at most
-TARGET_MEMORY = 1.0  # S2LD / LoFTR, at most
-BASELINE = "loftr"
-MODELS = ("s2ld", BASELINE)
+TARGET_TIME = 0.5  # S2LD / baseline, at most
+TARGET_MEMORY = 1.0  # S2LD / baseline, at most
+DEFAULT_MATCHERS = ("s2ld", "aliked+lightglue", "loftr-random")
+DEFAULT_BASELINE = "aliked+lightglue"
 RESULT_PREFIX = "RESULT "
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "strecha" / "fountain-P11" / "images"
+DEFAULT_PAIR = (SHARED / "0000.jpg", SHARED / "0002.jpg")
 
 
-# ---------------------------------------------------------------------------- models (worker side)
-def make_pair(width: int, height: int) -> tuple[Any, Any]:
-    """(1, 1, H, W) float32 pair in [0, 1]: a smooth random texture and a copy shifted by (8, 4) px."""
-    import torch
+# ---------------------------------------------------------------------------- worker side
+def load_pair(pair: tuple[Path, Path] | None, width: int, height: int) -> tuple[Any, Any, str]:
+    """Two uint8 RGB images of size (height, width) and a label: ``pair``, else the default Strecha
+    pair, else a rendered synthetic pair."""
+    import cv2
 
-    g = torch.Generator().manual_seed(0)
-    base = torch.rand(1, 1, height // 8, width // 8, generator=g)
-    image0 = torch.nn.functional.interpolate(base, size=(height, width), mode="bilinear", align_corners=False)
-    return image0, torch.roll(image0, shifts=(4, 8), dims=(2, 3))
+    pair = pair or (DEFAULT_PAIR if all(p.is_file() for p in DEFAULT_PAIR) else None)
+    if pair is None:
+        from imatch_s2ld.synthetic import generate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            generate("default", tmp, seed=0, progress=False, num_scenes=1, views=2, video_frames=0,
+                     eval_views=0, size=(width, height))
+            files = sorted(Path(tmp).rglob("images/*.jpg"))[:2]
+            images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+        return images[0], images[1], "a rendered synthetic pair (no ../shared/data)"
+    images = []
+    for path in pair:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SystemExit(f"bench_s2ld: {path}: cannot read the image")
+        images.append(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (width, height),
+                                 interpolation=cv2.INTER_AREA))
+    return images[0], images[1], f"{pair[0].name} / {pair[1].name}"
 
 
-def build_model(name: str, config: str, s2ld_conf: dict[str, Any], image0: Any,
-                image1: Any) -> tuple[Callable[[], int], int, str]:
-    """A closure running one inference and returning the match count, the parameter count, a label."""
+def build_matcher(name: str) -> tuple[Callable[[Any, Any], int], int, str]:
+    """A closure matching two images and returning the match count, the parameter count, a label."""
     import torch
 
     torch.manual_seed(0)
-    if name == "s2ld":
-        from imatch_s2ld.models import S2LD
-
-        model = S2LD.from_config(config, **s2ld_conf).eval()
-        label = f"s2ld-{config}" + ("*" if s2ld_conf else "")
-
-        def run() -> int:
-            return int(model(image0, image1).mkpts0.shape[0])
-    else:
+    if name == "loftr-random":
         from kornia.feature import LoFTR
 
-        model = LoFTR(pretrained=None).eval()
-        label = "loftr (kornia)"
+        from imatch_s2ld.data.images import to_grayscale
 
-        def run() -> int:
-            return int(model({"image0": image0, "image1": image1})["keypoints0"].shape[0])
-    return run, sum(p.numel() for p in model.parameters()), label
+        model = LoFTR(pretrained=None).eval()
+
+        def run(image0: Any, image1: Any) -> int:
+            t0, t1 = (torch.from_numpy(to_grayscale(i)).float()[None, None] / 255 for i in (image0, image1))
+            return int(model({"image0": t0, "image1": t1})["keypoints0"].shape[0])
+
+        return run, sum(p.numel() for p in model.parameters()), "loftr (random w.)"
+    from imatch_s2ld.matchers import load_matcher
+
+    conf = {"cache_images": 0} if "lightglue" in name else {}
+    matcher = load_matcher(name, **conf)
+    modules = [matcher] if isinstance(matcher, torch.nn.Module) else \
+        [m for m in vars(matcher).values() if isinstance(m, torch.nn.Module)]
+    params = sum(p.numel() for m in modules for p in m.parameters())
+
+    def run(image0: Any, image1: Any) -> int:
+        return int(matcher.match(image0, image1)[0].shape[0])
+
+    return run, params, name
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -94,8 +119,8 @@ def serve(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     width, height = args.size
-    image0, image1 = make_pair(width, height)
-    run, params, label = build_model(args.worker, args.config, args.s2ld_conf, image0, image1)
+    image0, image1, _ = load_pair(args.pair, width, height)
+    run, params, label = build_matcher(args.worker)
     gc.collect()
     baseline_kb = status_kb("VmRSS")
     print("READY", flush=True)
@@ -104,7 +129,7 @@ def serve(args: argparse.Namespace) -> None:
             if line.strip() != "run":
                 break
             t0 = time.perf_counter()
-            matches = run()
+            matches = run(image0, image1)
             print(f"TIME {time.perf_counter() - t0} {matches}", flush=True)
     result = {"model": args.worker, "label": label, "params": params, "threads": torch.get_num_threads(),
               "peak_mb": (peak.peak_kb - baseline_kb) / 1024, "baseline_mb": baseline_kb / 1024,
@@ -118,9 +143,10 @@ class Worker:
 
     def __init__(self, args: argparse.Namespace, name: str) -> None:
         width, height = args.size
-        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--config", args.config,
-                "--size", f"{width}x{height}", "--threads", str(args.threads),
-                "--s2ld-conf", json.dumps(args.s2ld_conf)]
+        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+                "--size", f"{width}x{height}", "--threads", str(args.threads)]
+        if args.pair:
+            argv += ["--pair", *(str(p) for p in args.pair)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -161,11 +187,12 @@ class Worker:
 def measure(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Both workers alive at once, calls interleaved (order alternating each round) so that a
     changing machine load hits both models alike; per model: times, median, peak memory."""
-    workers = {name: Worker(args, name) for name in MODELS}  # built one after the other
-    times: dict[str, list[float]] = {name: [] for name in MODELS}
-    matches = dict.fromkeys(MODELS, 0)
+    names = tuple(args.matchers)
+    workers = {name: Worker(args, name) for name in names}  # built one after the other
+    times: dict[str, list[float]] = {name: [] for name in names}
+    matches = dict.fromkeys(names, 0)
     for i in range(args.warmup + args.runs):
-        for name in MODELS if i % 2 == 0 else MODELS[::-1]:
+        for name in names if i % 2 == 0 else names[::-1]:
             seconds, matches[name] = workers[name].run()
             if i >= args.warmup:
                 times[name].append(seconds)
@@ -183,28 +210,33 @@ def _loadavg() -> str:
         return "n/a"
 
 
-def summarize(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Ratios S2LD / baseline and PASS/FAIL against the targets."""
-    time_ratio = models["s2ld"]["time_s"] / models[BASELINE]["time_s"]
-    mem_ratio = models["s2ld"]["peak_mb"] / max(models[BASELINE]["peak_mb"], 1e-9)
-    return {"models": models, "time_ratio": time_ratio, "memory_ratio": mem_ratio,
-            "best_time_ratio": models["s2ld"]["best_s"] / models[BASELINE]["best_s"],
-            "time_pass": time_ratio <= TARGET_TIME, "memory_pass": mem_ratio <= TARGET_MEMORY}
+def summarize(models: dict[str, dict[str, Any]], baseline: str) -> dict[str, Any]:
+    """Ratios of every matcher to the baseline; PASS/FAIL of the first (S2LD) against the targets."""
+    base = models[baseline]
+    ratios = {name: {"time": m["time_s"] / base["time_s"], "best_time": m["best_s"] / base["best_s"],
+                     "memory": m["peak_mb"] / max(base["peak_mb"], 1e-9)} for name, m in models.items()}
+    first = next(iter(models))
+    return {"models": models, "baseline": baseline, "ratios": ratios, "subject": first,
+            "time_pass": ratios[first]["time"] <= TARGET_TIME,
+            "memory_pass": ratios[first]["memory"] <= TARGET_MEMORY}
 
 
 def print_table(summary: dict[str, Any]) -> None:
     """The per-model table and the ratio lines."""
-    print(f"{'model':16s} {'params M':>8s} {'median s/pair':>13s} {'best s':>7s} {'peak MB':>8s} "
-          f"{'matches':>7s}  runs (s)")
-    for m in summary["models"].values():
+    print(f"{'matcher':18s} {'params M':>8s} {'median s/pair':>13s} {'best s':>7s} {'peak MB':>8s} "
+          f"{'matches':>7s} {'time x':>7s} {'mem x':>6s}  runs (s)")
+    for name, m in summary["models"].items():
         runs = ", ".join(f"{t:.2f}" for t in m["times_s"])
-        print(f"{m['label']:16s} {m['params'] / 1e6:8.2f} {m['time_s']:13.3f} {m['best_s']:7.3f} "
-              f"{m['peak_mb']:8.1f} {m['matches']:7d}  {runs}")
+        r = summary["ratios"][name]
+        print(f"{m['label']:18s} {m['params'] / 1e6:8.2f} {m['time_s']:13.3f} {m['best_s']:7.3f} "
+              f"{m['peak_mb']:8.1f} {m['matches']:7d} {r['time']:7.2f} {r['memory']:6.2f}  {runs}")
     verdict = {True: "PASS", False: "FAIL"}
-    print(f"s2ld / {BASELINE}: time {summary['time_ratio']:.2f} x (target <= {TARGET_TIME:.1f} x) "
-          f"{verdict[summary['time_pass']]}; memory {summary['memory_ratio']:.2f} x "
+    subject, base = summary["subject"], summary["baseline"]
+    r = summary["ratios"][subject]
+    print(f"{subject} / {base}: time {r['time']:.2f} x (target <= {TARGET_TIME:.1f} x) "
+          f"{verdict[summary['time_pass']]}; memory {r['memory']:.2f} x "
           f"(target <= {TARGET_MEMORY:.1f} x) {verdict[summary['memory_pass']]}; "
-          f"best-run time ratio {summary['best_time_ratio']:.2f} x")
+          f"best-run time ratio {r['best_time']:.2f} x")
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -218,17 +250,6 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _conf(text: str) -> dict[str, Any]:
-    source = Path(text).read_text() if text and Path(text).is_file() else text
-    try:
-        conf = json.loads(source or "{}")
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON nor a JSON file: {err}") from None
-    if not isinstance(conf, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return conf
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -239,53 +260,50 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark options (see module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="base", help="S2LD named config (default base)")
-    p.add_argument("--size", type=_size, default=(640, 480), help="WxH (default 640x480)")
-    p.add_argument("--runs", type=_positive, default=5, help="timed calls per model (default 5)")
+    p.add_argument("--matchers", type=lambda t: [m for m in t.split(",") if m],
+                   default=list(DEFAULT_MATCHERS),
+                   help="comma-separated; the first is the one checked against the targets "
+                        f"(default {','.join(DEFAULT_MATCHERS)})")
+    p.add_argument("--baseline", default=DEFAULT_BASELINE,
+                   help=f"ratios against this (default {DEFAULT_BASELINE})")
+    p.add_argument("--pair", type=Path, nargs=2, default=None, metavar=("IMG0", "IMG1"),
+                   help="the image pair (default: Strecha fountain-P11 0000/0002 from ../shared/data)")
+    p.add_argument("--size", type=_size, default=(640, 480),
+                   help="WxH the images are resized to (default 640x480)")
+    p.add_argument("--runs", type=_positive, default=5, help="timed calls per matcher (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
     p.add_argument("--threads", type=_positive, default=os.cpu_count() or 1,
-                   help="torch.set_num_threads for both models (default: all cores)")
-    p.add_argument("--s2ld-conf", type=_conf, default={}, help="S2LD conf overrides (JSON or JSON file)")
+                   help="torch.set_num_threads for every matcher (default: all cores)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.add_argument("--worker", choices=MODELS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p
 
 
-def _check_s2ld_conf(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Build the S2LD model once here so that a bad --config / --s2ld-conf fails fast (exit 2)."""
-    from imatch_s2ld.errors import InputError
-    from imatch_s2ld.models import S2LD
-
-    try:
-        S2LD.from_config(args.config, **args.s2ld_conf)
-    except InputError as err:
-        parser.error(f"--config/--s2ld-conf: {err}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the two workers (or, with ``--worker``, be one) and print the table."""
+    """Run the workers (or, with ``--worker``, be one) and print the table."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker is not None:
         serve(args)
         return 0
-    _check_s2ld_conf(parser, args)
+    if args.baseline not in args.matchers:
+        parser.error(f"--baseline {args.baseline!r} is not among --matchers {','.join(args.matchers)}")
     width, height = args.size
-    conf = f" + {json.dumps(args.s2ld_conf)}" if args.s2ld_conf else ""
-    print(f"S2LD {args.config}{conf} vs LoFTR (kornia), random weights, {width}x{height} grayscale pair, "
-          f"CPU, {args.threads} thread(s), {args.runs} interleaved run(s) after {args.warmup} warm-up")
+    _, _, pair_label = load_pair(args.pair, width, height)
+    print(f"{', '.join(args.matchers)} on {pair_label} at {width}x{height}, CPU, {args.threads} thread(s), "
+          f"{args.runs} interleaved run(s) after {args.warmup} warm-up; ratios to {args.baseline}")
     load_before = _loadavg()
-    summary = summarize(measure(args))
+    summary = summarize(measure(args), args.baseline)
     load_after = _loadavg()
     print_table(summary)
-    method = summary["models"]["s2ld"]["memory_method"]
-    print(f"peak MB = peak RSS during inference - RSS after model + inputs ({method}); "
+    method = summary["models"][summary["subject"]]["memory_method"]
+    print(f"peak MB = peak RSS during matching - RSS after matcher + images ({method}); "
           f"load average before: {load_before}, after: {load_after}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"config": args.config, "s2ld_conf": args.s2ld_conf, "size": [width, height],
-                  "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
-                  "load_before": load_before, "load_after": load_after, **summary}
+        record = {"matchers": args.matchers, "pair": pair_label, "size": [width, height], "runs": args.runs,
+                  "warmup": args.warmup, "threads": args.threads, "load_before": load_before,
+                  "load_after": load_after, **summary}
         args.json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -27,3 +27,11 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     S2LD.from_config("tiny").save_checkpoint(path)
     return path
+
+
+def max_grad(net: S2LD, group: str) -> float:
+    """Largest |gradient| over the parameters of one of ``net.parameter_groups()`` (0 when none has
+    a gradient): tests name stages, not a backbone's layers."""
+    prefixes = net.parameter_groups()[group]
+    under = [p for n, p in net.named_parameters() if any(n == q or n.startswith(q + ".") for q in prefixes)]
+    return max((float(p.grad.abs().max()) for p in under if p.grad is not None), default=0.0)

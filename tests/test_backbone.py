@@ -44,8 +44,9 @@ def test_light_head_shapes_and_gradients(blocks):
     torch.manual_seed(0)
     net = ResNetFPN({**SMALL, "blocks_per_stage": blocks, "fine_head": "light"})
     assert [len(s) for s in (net.layer1, net.layer2, net.layer3)] == blocks
-    coarse, fine = net(torch.rand(2, 1, 32, 48))
-    assert coarse.shape == (2, 32, 4, 6) and fine.shape == (2, 16, 16, 24)
+    feats = net(torch.rand(2, 1, 32, 48))
+    coarse, fine = feats.coarse, feats.fine
+    assert feats.score is None and coarse.shape == (2, 32, 4, 6) and fine.shape == (2, 16, 16, 24)
     (coarse.square().mean() + fine.square().mean()).backward()
     assert all(p.grad is not None and (p.grad != 0).any() for p in net.parameters())
 
@@ -75,9 +76,14 @@ def test_checkpoints_with_and_without_the_new_keys(tmp_path):
     image = torch.rand(1, 1, 32, 48)
     with torch.inference_mode():
         a, b = light.backbone(image), S2LD.from_checkpoint(path).backbone(image)
-    assert torch.equal(a[1], b[1])
+    assert torch.equal(a.fine, b.fine)
     old = S2LD.from_config("tiny")  # a checkpoint written before the keys existed still loads
-    conf = old.conf | {"backbone": {k: v for k, v in old.conf["backbone"].items()
-                                    if k not in ("blocks_per_stage", "fine_head")}}
+    conf = {k: v for k, v in old.conf.items() if k not in ("descriptor", "freeze")}
+    conf["backbone"] = {k: v for k, v in old.conf["backbone"].items()
+                        if k not in ("blocks_per_stage", "fine_head", "name")}
+    conf["keypoints"] = {k: v for k, v in old.conf["keypoints"].items()
+                         if k not in ("source", "nms_radius", "detection_threshold")}
+    conf["attention"] = {k: v for k, v in old.conf["attention"].items() if k != "init"}
+    conf["coarse"] = {k: v for k, v in old.conf["coarse"].items() if k != "mode"}
     torch.save({"conf": conf, "state_dict": old.state_dict()}, tmp_path / "old.pt")
     assert S2LD.from_checkpoint(tmp_path / "old.pt").backbone.fine_head == "fpn"

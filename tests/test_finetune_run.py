@@ -12,6 +12,7 @@ import numpy as np
 import pycolmap
 import pytest
 import torch
+from conftest import max_grad
 
 from imatch_s2ld.ba import reconstruct_window
 from imatch_s2ld.ba.tracks import Keypoints, PairMatches
@@ -66,9 +67,8 @@ def test_window_step_gradient_reaches_the_matcher(window, source):
     assert float(out["skipped"]) == 0, model.last_reason
     assert float(out["num_targets"]) > 50 and float(out["ba_rms_px"]) < float(out["ba_rms_init_px"])
     out["total"].backward()
-    for head in ("backbone", "keypoints", "transformer", "fine"):
-        grads = [p.grad for n, p in net.named_parameters() if n.startswith(head + ".") and p.grad is not None]
-        assert grads and max(float(g.abs().max()) for g in grads) > 0, head
+    for group in ("backbone", "keypoints", "transformer", "fine"):
+        assert max_grad(net, group) > 0, group
     loss = model.loss(out, {})
     assert set(loss.terms) >= {"reprojection", "triangulation", "ba_rms_px", "num_tracks", "skipped"}
 
@@ -105,10 +105,10 @@ def test_default_step_needs_no_s2ld_tracks(window, monkeypatch):
     assert float(out["triangulation"]) > 0 and float(out["num_targets"]) > 50
     assert float(out["s2ld_matches"]) > 50 and float(out["s2ld_matches"]) == float(out["num_matches"])
     out["total"].backward()
-    trainable = ("fine.", "backbone.lat1.", "backbone.smooth1.")
-    for head in trainable:
-        grads = [p.grad for n, p in net.named_parameters() if n.startswith(head) and p.grad is not None]
-        assert grads and max(float(g.abs().max()) for g in grads) > 0, head
+    for group in ("fine", "backbone:fine"):
+        assert max_grad(net, group) > 0, group
+    groups = net.parameter_groups()
+    trainable = tuple(p + "." for p in groups["fine"] + groups["backbone:fine"])
     fixed = [n for n, p in net.named_parameters() if not n.startswith(trainable)]
     assert fixed and all(not net.get_parameter(n).requires_grad and net.get_parameter(n).grad is None
                          for n in fixed)
@@ -135,10 +135,7 @@ def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window
     targets = WindowTargets.from_poses(rec, matches, inputs["K"])
     assert int((targets.weight > 0).sum()) == int(out["num_targets"])
     out["total"].backward()
-    grad = {head: max((float(p.grad.abs().max()) for n, p in net.named_parameters()
-                       if n.startswith(head + ".") and p.grad is not None), default=0.0)
-            for head in ("keypoints", "fine")}
-    assert grad["keypoints"] > 0 and grad["fine"] == 0
+    assert max_grad(net, "keypoints") > 0 and max_grad(net, "fine") == 0
     with pytest.raises(InputError, match="reprojection_points: expected one of prediction, keypoints"):
         FinetuneModel(net, {"loss": {"reprojection_points": "dense"}})
     with pytest.raises(InputError, match="triangulation_grad: expected one of both, prediction, got 'fine'"):
@@ -208,9 +205,8 @@ def test_frozen_modules_get_no_gradient(window):
     frozen = {n for n in params if n.startswith(("transformer.", "coarse."))}
     assert frozen and all(not params[n].requires_grad and params[n].grad is None for n in frozen)
     assert all(params[n].requires_grad for n in set(params) - frozen)
-    for head in ("backbone", "fine", "keypoints"):
-        assert any(p.grad is not None and float(p.grad.abs().max()) > 0
-                   for n, p in params.items() if n.startswith(head + ".")), head
+    for group in ("backbone", "fine", "keypoints"):
+        assert max_grad(net, group) > 0, group
     with pytest.raises(InputError, match=r"model.freeze: no S2LD parameters under 'transformr' \(modules: "):
         FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"freeze": ["transformr"]})
 
@@ -223,17 +219,18 @@ def test_trainable_selection_refuses_what_cannot_train():
         r"model.trainable: no S2LD parameters under 'fien' \(modules: ": {"trainable": ["fien"]},
         r"model.trainable: expected a list of module names or 'all', got 'fine'": {"trainable": "fine"},
         "no S2LD parameter left to fine-tune": {"trainable": ["fine"], "freeze": ["fine"]},
-        "trains the keypoint head, which is not trainable": {"loss": {"reprojection_weight": 0.1}},
+        "trains the keypoints .*, which are not trainable": {"loss": {"reprojection_weight": 0.1}},
     }
     for needle, conf in cases.items():
         with pytest.raises(InputError, match=needle):
             FinetuneModel(net, conf)
     model = FinetuneModel(net, {"trainable": ["fine", "keypoints"], "freeze": ["fine.levels.0"],
                                 "loss": {"reprojection_weight": 0.1}})
-    trained = {n.split(".")[0] + ("." + n.split(".")[2] if n.startswith("fine.levels") else "")
-               for n, p in model.net.named_parameters() if p.requires_grad}
-    assert "keypoints" in trained and "fine.0" not in trained and "fine.1" in trained
-    assert "backbone" not in trained and "transformer" not in trained
+    keypoint_layers = tuple(p + "." for p in net.parameter_groups()["keypoints"])
+    trained = {n for n, p in model.net.named_parameters() if p.requires_grad}
+    assert any(n.startswith(keypoint_layers) for n in trained)
+    assert all(n.startswith((*keypoint_layers, "fine.levels.1.")) for n in trained)
+    assert not any(n.startswith(("fine.levels.0.", "transformer.")) for n in trained)
 
 
 def test_skipped_window_still_joins_the_gradient_sync(window):
@@ -429,12 +426,17 @@ def _run(scene, out, *extra, eval_pairs=True):
 
 def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _run(small_scene, out, "--steps", "1") == 0
+    assert _run(small_scene, out, "--steps", "1", "--baselines", "orb") == 0
     printed = capsys.readouterr().out
     assert "AUC@5/10/20 before" in printed and "BA RMS on 2 probe windows" in printed
+    assert "AUC@5/10/20 orb (baseline)" in printed
     report = json.loads((out / "report.json").read_text())
     summary = json.loads((out / "eval" / "after" / "summary.json").read_text())
-    assert set(report["before"]) == set(summary) == set(report["after"])
+    assert set(report["before"]) == set(summary) == set(report["after"]) == set(report["baselines"]["orb"])
+    baseline = report["baselines"]["orb"]  # the same pairs and protocol as before/after
+    assert baseline["num_pairs"] == summary["num_pairs"] and baseline["protocol"]["matcher"] == "orb"
+    assert baseline["protocol"]["resize"] == summary["protocol"]["resize"]
+    assert "| orb (baseline) |" in (out / "report.md").read_text()
     assert set(SUMMARY_KEYS) <= set(summary)
     assert report["finetune"]["steps"] == 1 and report["ba_probe"]["before"]["windows"] == 2
     assert report["ba_probe_predictions"]["after"]["windows"] == 2  # BA of the output matches' tracks
@@ -512,6 +514,10 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unreadable checkpoint": (["--video", str(frames), *v, "--init", str(bad_ckpt)], "bad.pt"),
         "missing checkpoint": (["--video", str(frames), *v, "--init", str(tmp / "none.pt")], "none.pt"),
         "missing eval pairs": (["--video", str(frames), *v, "--eval-pairs", str(tmp / "p.txt")], "p.txt"),
+        "unknown baseline": (["--video", str(frames), *v, "--eval-pairs", str(scene["pairs"]), "--baselines",
+                              "sift,nope"], "unknown matcher 'nope'"),
+        "baselines without eval pairs": (["--video", str(frames), *v, "--baselines", "sift"],
+                                         "--baselines needs --eval-pairs"),
         "bad geometry source": (["--video", str(frames), *v, "--geometry-from", "orb"], "--geometry-from"),
         "unknown override": (["--video", str(frames), *v, "model.los.x=1"], "los"),
         "bad loss weight": (["--video", str(frames), *v, "model.loss.track_weight=abc"],

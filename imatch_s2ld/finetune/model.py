@@ -62,10 +62,11 @@ DEFAULT_CONF: dict[str, Any] = {
     "sift": {"num_features": 2000, "ratio": 0.8, "contrast_threshold": 0.02},
     "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
     "loss": LOSS_CONF,
-    # S2LD parameters fine-tuning updates (name prefixes; "all": every one), all others stay fixed.
-    # Default: the local-dense stage and the last layers of the 1/2 feature map it reads (also sampled
-    # into the keypoint descriptors); training the whole network drifted the coarse matching (README)
-    "trainable": ["fine", "backbone.lat1", "backbone.smooth1"],
+    # S2LD parameters fine-tuning updates (module name prefixes or S2LD.parameter_groups() names such as
+    # "backbone:fine"; "all": every one), all others stay fixed. Default: the local-dense stage and the
+    # backbone's layers that make the 1/2 feature map it reads; training the whole network drifted the
+    # coarse matching (docs/finetuning.md)
+    "trainable": ["fine", "backbone:fine"],
     "freeze": [],  # of those, prefixes held fixed as well (e.g. "fine.levels.0")
     "debug_skip_rank": None,  # test knob: on this process rank every window is treated as failed
 }
@@ -301,7 +302,18 @@ class FinetuneModel(nn.Module):
         if isinstance(trainable, str) and trainable != "all":
             raise InputError(f"model.trainable: expected a list of module names or 'all', got {trainable!r}")
         names = [n for n, _ in self.net.named_parameters()]
-        train = names if trainable == "all" else [str(t) for t in trainable]
+        groups = self.net.parameter_groups()
+
+        def expand(prefixes: list[str]) -> list[str]:
+            return [p for t in prefixes for p in groups.get(t, [t])]
+
+        unknown = [t for t in ([] if trainable == "all" else list(trainable)) + freeze
+                   if ":" in str(t) and str(t) not in groups]
+        if unknown:
+            raise InputError(f"model.trainable / model.freeze: unknown parameter group(s) {unknown} "
+                             f"(groups: {', '.join(g for g in groups if ':' in g)})")
+        freeze = expand(freeze)
+        train = names if trainable == "all" else expand([str(t) for t in trainable])
         for key, prefixes in (("trainable", [] if trainable == "all" else train), ("freeze", freeze)):
             for prefix in prefixes:
                 if not any(_under(n, prefix) for n in names):
@@ -318,11 +330,14 @@ class FinetuneModel(nn.Module):
         if not trainable:
             raise InputError("model.trainable / model.freeze: no S2LD parameter left to fine-tune")
         loss = self.criterion.conf
+        keypoint_layers = self.net.parameter_groups()["keypoints"]
         if (float(loss["reprojection_weight"]) > 0 and loss["reprojection_points"] == "keypoints"
-                and loss["ba_grad"] == "fixed" and not any(_under(n, "keypoints") for n in trainable)):
+                and loss["ba_grad"] == "fixed"
+                and not any(_under(n, p) for n in trainable for p in keypoint_layers)):
             raise InputError(
-                "model.loss.reprojection_weight > 0 with reprojection_points=keypoints trains the keypoint "
-                "head, which is not trainable: add keypoints to model.trainable or set the weight to 0")
+                "model.loss.reprojection_weight > 0 with reprojection_points=keypoints trains the keypoints "
+                f"({', '.join(keypoint_layers)}), which are not trainable: add keypoints to model.trainable "
+                "or set the weight to 0")
 
     def _geometry(self, images: Tensor, pairs: list[tuple[int, int]], s2ld: WindowMatches) -> WindowMatches:
         source = self.conf["geometry_from"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -12,6 +13,8 @@ from ..conf import merge_conf
 from ..errors import InputError
 
 ATTENTION_MODES = ("linear", "sdpa")
+#: ``attention.mode`` of the keypoint transformer: the two above (S2LD's layers) or ``lightglue``.
+TRANSFORMER_MODES = (*ATTENTION_MODES, "lightglue")
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -99,7 +102,14 @@ class AttentionLayer(nn.Module):
 class KeypointTransformer(nn.Module):
     """``n_layers`` x (self-attention in each image, then cross-attention between the images)."""
 
-    default_conf: dict[str, Any] = {"n_layers": 4, "n_heads": 8, "mode": "linear"}
+    default_conf: dict[str, Any] = {
+        "n_layers": 4, "n_heads": 8, "mode": "linear",
+        "init": None,  # lightglue mode: start from LightGlue weights (aliked_lightglue | disk_lightglue)
+        # lightglue mode: per-layer exits (token confidences and assignment heads, from LightGlue's weights)
+        # and the share of confident keypoints above which inference stops early (<= 0: every layer runs)
+        "exits": False,
+        "depth_confidence": -1.0,
+    }
 
     def __init__(self, d_model: int, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -110,16 +120,102 @@ class KeypointTransformer(nn.Module):
 
     def forward(self, desc0: torch.Tensor, desc1: torch.Tensor, pe0: torch.Tensor, pe1: torch.Tensor,
                 valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Args:
             desc0 (B, N0, d), desc1 (B, N1, d); pe0/pe1 positional encodings of the same shapes
             (added to queries and keys of self-attention); valid0 (B, N0), valid1 (B, N1) bool.
         Returns:
-            transformed desc0 (B, N0, d), desc1 (B, N1, d).
+            transformed desc0 (B, N0, d), desc1 (B, N1, d) and the number of layers run (all).
         """
         for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
             desc0, desc1 = (self_layer(desc0, desc0, pe0, pe0, valid0),
                             self_layer(desc1, desc1, pe1, pe1, valid1))
             desc0, desc1 = (cross_layer(desc0, desc1, None, None, valid1),
                             cross_layer(desc1, desc0, None, None, valid0))
-        return desc0, desc1
+        return desc0, desc1, len(self.self_layers)
+
+
+class LightGlueTransformer(nn.Module):
+    """``n_layers`` of LightGlue's layer (kornia's ``TransformerLayer``: self-attention with rotary
+    position encodings, then bidirectional cross-attention), so LightGlue's weights load into it
+    (``layers.i`` = LightGlue's ``transformers.i``). ``attention.mode=lightglue``.
+
+    With ``exits``, LightGlue's adaptive depth: after layer i each keypoint's confidence
+    (``confidence.i``: sigmoid of a linear map of its descriptor) is compared with the threshold
+    ``0.8 + 0.1 exp(-4 i / n_layers)``; in eval mode the pass stops when the share of confident
+    keypoints of every pair exceeds ``depth_confidence``, and the coarse matcher uses the assignment
+    head of that layer. A frozen transformer (S2LD ``freeze``) stays in eval mode, so training sees
+    the depths inference runs.
+    """
+
+    default_conf = KeypointTransformer.default_conf
+
+    def __init__(self, d_model: int, conf: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        from kornia.feature.lightglue import TransformerLayer
+
+        self.conf = conf = merge_conf(self.default_conf, conf)
+        n, heads = int(conf["n_layers"]), int(conf["n_heads"])
+        if d_model % heads:
+            raise InputError(f"d_model={d_model} is not divisible by attention.n_heads={heads}")
+        # flash=True only selects torch's fused kernel on CUDA (flash=False would switch it off process-wide)
+        self.layers = nn.ModuleList([TransformerLayer(d_model, heads, True) for _ in range(n)])
+        self.depth_confidence = float(conf["depth_confidence"])
+        if self.depth_confidence > 0 and not conf["exits"]:
+            raise InputError("attention.depth_confidence > 0 needs attention.exits=true")
+        heads_ = [nn.Sequential(nn.Linear(d_model, 1), nn.Sigmoid()) for _ in range(n - 1)]
+        self.confidence = nn.ModuleList(heads_ if conf["exits"] else [])
+
+    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor, pe0: torch.Tensor, pe1: torch.Tensor,
+                valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Args:
+            desc0 (B, N0, d), desc1 (B, N1, d); pe0, pe1 rotary encodings (2, B, 1, N, d / heads)
+            (:class:`~.keypoints.KeypointDescriptor` with ``positional="rotary"``); valid0 (B, N0),
+            valid1 (B, N1) bool (padded keypoints neither attend nor are attended to).
+        Returns:
+            transformed desc0 (B, N0, d), desc1 (B, N1, d) and the number of layers run.
+        """
+        adaptive = self.depth_confidence > 0 and not self.training
+        b = desc0.shape[0]
+        whole = valid0 is None or valid1 is None or (bool(valid0.all()) and bool(valid1.all()))
+        if whole:
+            parts = [(slice(None), slice(None), slice(None))]
+        else:
+            # Padded keypoints: each pair runs alone on its valid keypoints (no attention mask: on the
+            # CPU a masked attention takes a slower kernel than this loop); padded rows stay as they were.
+            parts = [(slice(i, i + 1), valid0[i].nonzero()[:, 0], valid1[i].nonzero()[:, 0])
+                     for i in range(b)]
+            parts = [p for p in parts if p[1].numel() and p[2].numel()]  # a pair with nothing to match
+        state = [(desc0[s, i0], desc1[s, i1], pe0[:, s, :, i0], pe1[:, s, :, i1]) for s, i0, i1 in parts]
+        depth = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            state = [(*layer(d0, d1, e0, e1), e0, e1) for d0, d1, e0, e1 in state]
+            # one depth for the batch: it stops when every pair is confident
+            if adaptive and i < depth - 1 and all(self._confident(d0, d1, i) for d0, d1, _, _ in state):
+                depth = i + 1
+                break
+        if whole:
+            return state[0][0], state[0][1], depth
+        out0, out1 = desc0.clone(), desc1.clone()
+        for (s, i0, i1), (d0, d1, _, _) in zip(parts, state):
+            out0[s, i0], out1[s, i1] = d0, d1
+        return out0, out1, depth
+
+    def _confident(self, desc0: torch.Tensor, desc1: torch.Tensor, layer: int) -> bool:
+        """Whether every pair has more than ``depth_confidence`` of its keypoints confident after
+        ``layer``."""
+        head = self.confidence[layer]
+        conf = torch.cat([head(desc0.detach()), head(desc1.detach())], dim=1)[..., 0]  # (B, N0 + N1)
+        threshold = min(max(0.8 + 0.1 * math.exp(-4.0 * layer / len(self.layers)), 0.0), 1.0)
+        share = 1.0 - (conf < threshold).float().mean(dim=1)
+        return bool((share > self.depth_confidence).all())
+
+
+def build_transformer(d_model: int, conf: dict[str, Any] | None) -> nn.Module:
+    """The keypoint transformer for ``conf["mode"]`` (:data:`TRANSFORMER_MODES`)."""
+    conf = merge_conf(KeypointTransformer.default_conf, conf)
+    mode = conf["mode"]
+    if mode not in TRANSFORMER_MODES:
+        raise InputError(f"attention.mode: expected one of {', '.join(TRANSFORMER_MODES)}, got {mode!r}")
+    return LightGlueTransformer(d_model, conf) if mode == "lightglue" else KeypointTransformer(d_model, conf)

