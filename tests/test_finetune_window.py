@@ -48,7 +48,8 @@ def test_keypoints_are_shared_across_pairs(tiny_checkpoint):
         out01 = model.eval()(images[0:1], images[1:2])
         out12 = model(images[1:2], images[2:3])
     torch.testing.assert_close(out01.kpts1[0], out12.kpts0[0])
-    np.testing.assert_allclose(wm.keypoints.xy[1], out01.kpts1[0].numpy())
+    # match_window encodes each frame alone (batch 1), forward both in one batch: float rounding only
+    np.testing.assert_allclose(wm.keypoints.xy[1], out01.kpts1[0].numpy(), atol=1e-4)
     assert sum(len(pm.matches) for pm in wm.pairs) > 0
     for pm in wm.pairs:
         assert pm.matches.shape[1] == 2

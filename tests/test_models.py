@@ -151,6 +151,35 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
+def test_encode_then_match_equals_forward_and_shares_gradients():
+    """Eval mode: forward == encode each image + match_encoded; an encoding reused by two pairs
+    accumulates both pairs' gradients (what fine-tuning's window step relies on)."""
+    model = _model().eval()
+    image0, image1 = _images()
+    image2 = torch.roll(image0, shifts=(-2, 4), dims=(2, 3))
+    with torch.no_grad():
+        ref = model(image0, image1, extra_matches=_extra())
+        got = model.match_encoded(model.encode(image0), model.encode(image1), extra_matches=_extra())
+    for key, value in _float_tensors(ref).items():
+        torch.testing.assert_close(_float_tensors(got)[key], value, atol=1e-4, rtol=1e-4, msg=key)
+    images = (image0, image1, image2)
+
+    def grads(shared: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        enc = [model.encode(im) for im in images]
+        for b in (1, 2):
+            e0 = enc[0] if shared else model.encode(image0)
+            model.match_encoded(e0, enc[b], extra_matches=_extra()).mkpts1.sum().backward(retain_graph=True)
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    shared, separate = grads(True), grads(False)
+    assert shared.keys() == separate.keys() and any(n.startswith("backbone.") for n in shared)
+    for name, g in separate.items():
+        torch.testing.assert_close(shared[name], g, atol=1e-5, rtol=1e-4, msg=name)
+    with pytest.raises(InputError, match="batch sizes differ"):
+        model.match_encoded(model.encode(torch.cat([image0, image0])), model.encode(image1))
+
+
 def test_linear_attention_matches_reference_and_is_linear_in_memory():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 7, 2, 4, generator=g) for _ in range(3))

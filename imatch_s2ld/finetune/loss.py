@@ -52,7 +52,7 @@ from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .implicit import DEFAULT_CONF as IMPLICIT_BA_CONF
 from .implicit import WindowObservations, check_ba_grad, reprojection_cost
-from .window import WindowMatches, pair_matches, window_matches
+from .window import WindowMatches, encode_frames, pair_matches, window_matches
 
 __all__ = ["DEFAULT_CONF", "TERM_KEYS", "FinetuneLoss", "WindowTargets", "fundamental", "track_matches",
            "warp_points"]
@@ -64,7 +64,7 @@ TERM_KEYS = ("reprojection", "matching", "triangulation", "track", "reproj_px", 
 #: a pair's predictions for the track term: keypoint indices of frame a, per-level predictions, confidences
 Observed = tuple[Tensor, list[Tensor], Tensor]
 
-#: Defaults chosen by measurement (README, "Fine-tuning: what helps"): on short-baseline windows the
+#: Defaults chosen by measurement (docs/finetuning.md): on short-baseline windows the
 #: landmark depths (hence the reprojection targets of predictions) are noisier than S2LD's own
 #: predictions, and the matching pseudo-labels shift the shared backbone away from the fine stage; the
 #: depth-free epipolar (triangulation) term on every local-dense level is the one that improves the
@@ -331,14 +331,14 @@ class FinetuneLoss:
         track_obs: dict[int, tuple[Tensor, dict[int, Observed]]] = {}
         pass_pairs: list[PairMatches] = []
         try:
-            for pm in matches.pairs:
-                a, b = pm.i, pm.j
-                if not (bool(targets.registered[a]) and bool(targets.registered[b])):
-                    continue
+            used = [(pm.i, pm.j) for pm in matches.pairs
+                    if bool(targets.registered[pm.i]) and bool(targets.registered[pm.j])]
+            encodings = encode_frames(model, images, used)  # each frame once (eval mode)
+            for a, b in used:
                 i, j = track_matches(tr_t[a], tr_t[b])  # every pair of the same landmark (transitive)
                 wa, wb = w_t[a, i], w_t[b, j]
                 extra = (torch.zeros_like(i), i, j) if len(i) else None
-                out = model(images[a:a + 1], images[b:b + 1], extra_matches=extra)
+                out = model.match_encoded(encodings[a], encodings[b], extra_matches=extra)
                 n_pairs += 1
                 ex = out.matches_extra
                 n_pred += int((~ex).sum())

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from ..ba.tracks import Keypoints, PairMatches
-from ..models.s2ld import S2LD, S2LDOutput
+from ..models.s2ld import S2LD, ImageEncoding, S2LDOutput
 
-__all__ = ["WindowMatches", "match_window", "match_window_reference", "pair_matches", "window_matches",
-           "window_pairs"]
+__all__ = ["WindowMatches", "encode_frames", "match_window", "match_window_reference", "pair_matches",
+           "window_matches", "window_pairs"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,21 @@ def match_window(model: S2LD, images: Tensor, pairs: Sequence[tuple[int, int]],
     frames: dict[int, tuple[Tensor, Tensor]] = {}
     out_pairs = []
     try:
+        encodings = encode_frames(model, images, pairs)
         for a, b in pairs:
-            out = model(images[a:a + 1], images[b:b + 1])
+            out = model.match_encoded(encodings[a], encodings[b])
             frames.setdefault(a, (out.kpts0[0], out.kpts_logits0[0]))
             frames.setdefault(b, (out.kpts1[0], out.kpts_logits1[0]))
             out_pairs.append(pair_matches(out, a, b, min_confidence))
     finally:
         model.train(was_training)
     return window_matches(images.shape[0], frames, out_pairs)
+
+
+def encode_frames(model: S2LD, images: Tensor, pairs: Sequence[tuple[int, int]]) -> dict[int, ImageEncoding]:
+    """Each frame of ``pairs`` encoded once (:meth:`S2LD.encode`; ``model`` in eval mode, where an
+    encoding does not depend on the partner): frame index -> encoding."""
+    return {i: model.encode(images[i:i + 1]) for i in sorted({f for pair in pairs for f in pair})}
 
 
 def pair_matches(out: S2LDOutput, a: int, b: int, min_confidence: float = 0.0) -> PairMatches:

@@ -118,6 +118,19 @@ class S2LDOutput:
     gt: KeypointCorrespondences | None = None
 
 
+@dataclass(frozen=True)
+class ImageEncoding:
+    """One image's half of S2LD (:meth:`S2LD.encode`): fine map (B, C, H/f, W/f), keypoints
+    (``kp.kpts`` (B, N, 2) pixels (x, y), ``kp.valid`` (B, N), ``kp.logits`` (B, N)), descriptors
+    (B, N, d_model) and their positional encoding, image size (H, W)."""
+
+    fine: torch.Tensor
+    kp: Any
+    desc: torch.Tensor
+    pe: Any
+    size: tuple[int, int]
+
+
 def _check_image(name: str, image: torch.Tensor) -> None:
     if image.ndim != 4 or image.shape[1] != 1:
         raise InputError(f"{name}: expected (B, 1, H, W) grayscale, got {tuple(image.shape)}")
@@ -313,19 +326,46 @@ class S2LD(nn.Module):
         _check_image("image1", image1)
         _check_mask("mask0", mask0, image0)
         _check_mask("mask1", mask1, image1)
-        size0, size1 = tuple(image0.shape[-2:]), tuple(image1.shape[-2:])
-        if image0.shape == image1.shape:
+        if image0.shape == image1.shape:  # one backbone pass (BatchNorm in training sees both)
             feats0, feats1 = self.backbone(torch.cat([image0, image1])).chunk()
         else:
             feats0, feats1 = self.backbone(image0), self.backbone(image1)
-        fine0, fine1 = feats0.fine, feats1.fine
+        enc0 = self._encode_features(feats0, tuple(image0.shape[-2:]), mask0)
+        enc1 = self._encode_features(feats1, tuple(image1.shape[-2:]), mask1)
+        return self.match_encoded(enc0, enc1, extra_matches, supervision)
 
-        kp0 = self._keypoints(feats0, size0, mask0)
-        kp1 = self._keypoints(feats1, size1, mask1)
-        desc0, pe0 = self.descriptor(self._raw_descriptors(feats0, kp0.kpts, size0), kp0.kpts, size0)
-        desc1, pe1 = self.descriptor(self._raw_descriptors(feats1, kp1.kpts, size1), kp1.kpts, size1)
+    def encode(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> ImageEncoding:
+        """The per-image half of :meth:`forward`: backbone, keypoints, descriptors.
+
+        In eval mode an image's encoding does not depend on its partner, so a window of N frames
+        can be encoded once and its pairs matched with :meth:`match_encoded` (what fine-tuning does);
+        gradients flow through the encodings into every pair that uses them.
+
+        Args:
+            image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
+            mask: optional (B, H/8, W/8) bool, True for valid coarse cells.
+        """
+        _check_image("image", image)
+        _check_mask("mask", mask, image)
+        return self._encode_features(self.backbone(image), tuple(image.shape[-2:]), mask)
+
+    def _encode_features(self, feats: Any, size: tuple[int, int], mask: torch.Tensor | None) -> ImageEncoding:
+        kp = self._keypoints(feats, size, mask)
+        desc, pe = self.descriptor(self._raw_descriptors(feats, kp.kpts, size), kp.kpts, size)
+        return ImageEncoding(feats.fine, kp, desc, pe, size)
+
+    def match_encoded(self, enc0: ImageEncoding, enc1: ImageEncoding,
+                      extra_matches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                      supervision: Mapping[str, torch.Tensor] | None = None) -> S2LDOutput:
+        """The pair half of :meth:`forward` (attention, sparse and local-dense matching) on two
+        :meth:`encode` results of the same batch size; arguments and result as :meth:`forward`."""
+        if enc0.desc.shape[0] != enc1.desc.shape[0]:
+            raise InputError(f"match_encoded: batch sizes differ ({enc0.desc.shape[0]} vs "
+                             f"{enc1.desc.shape[0]})")
+        fine0, fine1, kp0, kp1, size0, size1 = enc0.fine, enc1.fine, enc0.kp, enc1.kp, enc0.size, enc1.size
+        desc0, desc1, pe0, pe1 = enc0.desc, enc1.desc, enc0.pe, enc1.pe
         if self.conf["precision"] == "bf16" and not self.transformer.training:
-            with torch.autocast(image0.device.type, dtype=torch.bfloat16):
+            with torch.autocast(desc0.device.type, dtype=torch.bfloat16):
                 desc0, desc1, depth = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
             desc0, desc1 = desc0.float(), desc1.float()
         else:  # (an autocast around the whole forward, e.g. bf16 training, still applies)
