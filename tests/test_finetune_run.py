@@ -373,7 +373,7 @@ def test_self_check_scores_against_the_sift_ba_poses(scene, window):
 
 def test_track_check_measures_output_tracks_at_the_fixed_poses(scene, window):
     """Output tracks of frame 0 triangulated with the SIFT BA poses reproject sub-pixel, like with the
-    true poses; poses turned by 1 degree leave fewer tracks and larger errors. Observations carry their
+    true poses; poses turned by 1 degree leave no more tracks and larger errors. Observations carry their
     anchor so two matchers compare on the same tracks."""
     net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
     model = FinetuneModel(net, {"min_points": 20})
@@ -397,7 +397,8 @@ def test_track_check_measures_output_tracks_at_the_fixed_poses(scene, window):
     turn = np.eye(4)
     turn[:3, :3] = cv2.Rodrigues(np.array([0.0, np.radians(1.0), 0.0]))[0]
     wrong = track_check(net, window, [PseudoPair(p.window, p.a, p.b, turn @ p.T_0to1) for p in pairs])
-    assert wrong is None or (wrong["tracks"] < result["tracks"] and wrong["median_px"] > result["median_px"])
+    assert wrong is None or (wrong["tracks"] <= result["tracks"]
+                             and wrong["median_px"] > result["median_px"] + 0.3)
     same = common_observations(result["observations"], result["observations"])
     assert same["observations"] == len(obs) and same["obs_rms_px_before"] == same["obs_rms_px_after"]
     assert track_check(net, window, []) is None

@@ -1,4 +1,6 @@
-"""S2LD through the matcher registry and the evaluation CLI (random tiny weights: plumbing only)."""
+"""S2LD through the matcher registry and the evaluation CLI (random tiny weights: plumbing), and the
+shipped default checkpoint: small, loads without the wheel's files, matches a rendered pair on its true
+epipolar lines."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import pytest
 import torch
 
 import imatch_s2ld
+from imatch_s2ld.data.images import read_image
+from imatch_s2ld.data.pairs_file import read_pairs_file
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.eval.cli import main as evaluate_main
+from imatch_s2ld.geometry import essential_from_pose, fundamental_from_essential, sampson_distance
 from imatch_s2ld.models import S2LD
 
 
@@ -43,6 +48,24 @@ def test_default_checkpoint_is_shipped_small_and_loads():
     assert isinstance(matcher, S2LD) and not matcher.training
     ckpt = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
     assert "run_config" in ckpt  # the resolved training configuration travels with the weights
+
+
+def test_default_checkpoint_matches_a_rendered_pair_on_its_epipolar_lines(tmp_path):
+    from imatch_s2ld.synthetic import generate
+    from imatch_s2ld.synthetic.video_pairs import write_video_pairs
+
+    generate("default", tmp_path / "syn", seed=2, progress=False, layouts=("facade",), num_scenes=1, views=0,
+             video_frames=7, eval_views=0, size=(320, 240))
+    scene = tmp_path / "syn" / "video" / "facade_0000"
+    (pair,) = read_pairs_file(write_video_pairs(scene, tmp_path / "pairs.txt", gaps=(6,), every=8),
+                              scene / "frames")
+    matcher = imatch_s2ld.load_matcher("s2ld")
+    k0, k1, conf = matcher.match(read_image(pair.path0), read_image(pair.path1))
+    assert k0.shape == k1.shape == (len(conf), 2) and len(conf) >= 100
+    F = fundamental_from_essential(essential_from_pose(torch.as_tensor(pair.T_0to1)),
+                                   torch.as_tensor(pair.K0), torch.as_tensor(pair.K1))
+    err = sampson_distance(*(torch.as_tensor(k, dtype=torch.float64) for k in (k0, k1)), F, squared=False)
+    assert err.median() < 0.5 and (err < 2.0).double().mean() > 0.95, (len(conf), err.median())
 
 
 def test_missing_default_checkpoint_is_a_clear_error(monkeypatch, tmp_path):

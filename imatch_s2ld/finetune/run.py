@@ -73,7 +73,7 @@ DEFAULT_CONF: dict[str, Any] = {
         TRAIN_DEFAULTS,
         {
             "max_steps": 400,
-            # README "Fine-tuning: what helps": with only the local-dense stage trainable, 3e-4 (the whole
+            # docs/finetuning.md: with only the local-dense stage trainable, 3e-4 (the whole
             # network needed 3e-5: 1e-4 gained more in some runs and collapsed in others)
             "lr": 3e-4,
             "weight_decay": 0.0,
