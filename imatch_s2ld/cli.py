@@ -38,6 +38,19 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InputError(f"argument error: {message}")
 
 
+MATCHER_NAMES = ("s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH, aliked+lightglue, "
+                 "disk+lightglue")
+
+
+def add_matcher_arguments(parser: argparse.ArgumentParser, default: str, opt_note: str = "") -> None:
+    """``--matcher NAME`` and the repeatable ``--matcher-opt KEY=VALUE`` (parse the latter with
+    :func:`imatch_s2ld.matchers.parse_matcher_options`)."""
+    parser.add_argument("--matcher", default=default, help=f"{MATCHER_NAMES} (default {default})")
+    parser.add_argument("--matcher-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="a matcher option (repeatable; values parsed as int, float, true/false or "
+                        f"text), e.g. max_keypoints=1024{opt_note}")
+
+
 def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                 body: Callable[[argparse.Namespace], int | None], intermixed: bool = False) -> int:
     """Parse ``argv`` and run ``body(args)``; return its exit code (0 for None), 0 after ``--help``,

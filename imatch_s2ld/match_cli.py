@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import ArgumentParser, run_command
+from .cli import ArgumentParser, add_matcher_arguments, run_command
 from .data.images import parse_resize, read_image, resize_image, unscale_keypoints
 from .errors import InputError
 from .io import atomic_path
@@ -44,12 +44,7 @@ def build_parser(prog: str = "imatch match") -> argparse.ArgumentParser:
     p = ArgumentParser(prog=prog, description="Match two images; draw and/or save the matches.")
     p.add_argument("image0", help="first image")
     p.add_argument("image1", help="second image")
-    p.add_argument("--matcher", default="s2ld",
-                   help="s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH, aliked+lightglue, "
-                   "disk+lightglue (default s2ld)")
-    p.add_argument("--matcher-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a matcher option (repeatable; int, float, true/false or text), "
-                   "e.g. max_keypoints=1024")
+    add_matcher_arguments(p, "s2ld")
     p.add_argument("--resize", default=None, help="none, longer side (int) or WxH (default none)")
     p.add_argument("--out", default=None, help="PNG/JPEG picture of the matches")
     p.add_argument("--color", choices=COLOURS, default="confidence",

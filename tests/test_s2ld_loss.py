@@ -6,25 +6,12 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import default_collate
 
-from imatch_s2ld.data.megadepth_train import build_megadepth_dataset
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.models import S2LD
-from imatch_s2ld.synthetic import generate
 
 LOSS_TERMS = ("coarse", "fine", "uncertainty", "repeatability", "localisation", "triangulation")
 HEADS = ("backbone", "keypoints", "descriptor", "transformer", "coarse", "fine")
-
-
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    generate("default", root, seed=0, progress=False, num_scenes=1, views=6, video_frames=0, eval_views=0,
-             size=(320, 240))
-    ds = build_megadepth_dataset(root / "scene_info", root, {"img_resize": 160, "min_overlap": 0.3})
-    assert len(ds) >= 2
-    return default_collate([ds[0], ds[1]])
 
 
 def test_forward_with_supervision_appends_ground_truth(batch):

@@ -22,7 +22,7 @@ from typing import Any
 
 import h5py
 
-from ..cli import ArgumentParser, run_command
+from ..cli import ArgumentParser, add_matcher_arguments, run_command
 from ..conf import reject_unknown
 from ..data.datasets import DATASETS, DatasetConfig, load_pairs
 from ..data.images import parse_resize, read_image
@@ -206,12 +206,7 @@ def build_parser(prog: str = "imatch evaluate") -> argparse.ArgumentParser:
     p.add_argument("--model", help="colmap: COLMAP model directory (text or binary)")
     p.add_argument("--root", help="megadepth1500/scannet1500: image root")
     p.add_argument("--index", help="megadepth1500/scannet1500: index directory")
-    p.add_argument("--matcher", default="sift",
-                   help="sift, orb, loftr:WEIGHTS, s2ld[:PATH], aliked+lightglue, disk+lightglue "
-                   "(default sift)")
-    p.add_argument("--matcher-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a matcher option (repeatable; values parsed as int, float, true/false or text), "
-                   "e.g. max_keypoints=1024; stored in summary.json's protocol.matcher_conf")
+    add_matcher_arguments(p, "sift", "; stored in summary.json's protocol.matcher_conf")
     p.add_argument("--resize", default=None, help="none, longer side (int) or WxH (default none)")
     p.add_argument("--estimator", default="ransac", help=f"one of {', '.join(ESTIMATORS)}")
     p.add_argument("--threshold", type=float, default=None,
