@@ -223,6 +223,8 @@ def test_detector_keypoints_find_peaks_subpixel_in_score_order():
     ({"coarse": {"mode": "sinkhorn"}}, "coarse.mode"),
     ({"attention": {"n_layers": 10}}, "n_layers=10"),
     ({"backbone": {"name": "aliked", "typo": 1}}, "backbone.typo"),
+    ({"precision": "fp8"}, "precision: expected one of fp32, bf16"),
+    ({"freeze": ["transformr"]}, "freeze: unknown module"),
 ])
 def test_bad_configuration_is_one_line(overrides, message):
     with pytest.raises(InputError, match=message) as err:
