@@ -9,7 +9,8 @@ same run.
   checkpoint; ``s2ld:PATH`` another one), ``aliked+lightglue`` (kornia's ALIKED + LightGlue with the
   pretrained weights, kornia's LightGlue defaults, its feature cache off so that every call extracts
   both images), ``loftr-random`` (kornia's LoFTR with random weights: no LoFTR weights exist here, so
-  it finds few matches and its refinement does little: a lower bound of LoFTR's time).
+  it finds few matches and its refinement does little: a lower bound of LoFTR's time). Options
+  follow the name after ``@``: ``s2ld@sparse_scale=0.5@keypoints.detection_threshold=0.05``.
 - The pair: ``--pair IMG0 IMG1`` resized to ``--size`` (default: Strecha fountain-P11 images 0000 and
   0002 from ``../shared/data``, 640x480; without them a rendered synthetic pair).
 
@@ -96,10 +97,11 @@ def build_matcher(name: str) -> tuple[Callable[[Any, Any], int], int, str]:
             return int(model({"image0": t0, "image1": t1})["keypoints0"].shape[0])
 
         return run, sum(p.numel() for p in model.parameters()), "loftr (random w.)"
-    from imatch_s2ld.matchers import load_matcher
+    from imatch_s2ld.matchers import load_matcher, parse_matcher_options
 
-    conf = {"cache_images": 0} if "lightglue" in name else {}
-    matcher = load_matcher(name, **conf)
+    base, *options = name.split("@")  # NAME@KEY=VALUE@...: matcher options
+    conf = {"cache_images": 0} if "lightglue" in base else {}
+    matcher = load_matcher(base, **conf, **parse_matcher_options(options))
     modules = [matcher] if isinstance(matcher, torch.nn.Module) else \
         [m for m in vars(matcher).values() if isinstance(m, torch.nn.Module)]
     params = sum(p.numel() for m in modules for p in m.parameters())
@@ -223,12 +225,13 @@ def summarize(models: dict[str, dict[str, Any]], baseline: str) -> dict[str, Any
 
 def print_table(summary: dict[str, Any]) -> None:
     """The per-model table and the ratio lines."""
-    print(f"{'matcher':18s} {'params M':>8s} {'median s/pair':>13s} {'best s':>7s} {'peak MB':>8s} "
+    width = max([18] + [len(m["label"]) for m in summary["models"].values()])
+    print(f"{'matcher':{width}s} {'params M':>8s} {'median s/pair':>13s} {'best s':>7s} {'peak MB':>8s} "
           f"{'matches':>7s} {'time x':>7s} {'mem x':>6s}  runs (s)")
     for name, m in summary["models"].items():
         runs = ", ".join(f"{t:.2f}" for t in m["times_s"])
         r = summary["ratios"][name]
-        print(f"{m['label']:18s} {m['params'] / 1e6:8.2f} {m['time_s']:13.3f} {m['best_s']:7.3f} "
+        print(f"{m['label']:{width}s} {m['params'] / 1e6:8.2f} {m['time_s']:13.3f} {m['best_s']:7.3f} "
               f"{m['peak_mb']:8.1f} {m['matches']:7d} {r['time']:7.2f} {r['memory']:6.2f}  {runs}")
     verdict = {True: "PASS", False: "FAIL"}
     subject, base = summary["subject"], summary["baseline"]

@@ -5,6 +5,7 @@ frozen modules, detector keypoints, configuration errors and a tiny model that o
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ def test_adaptive_depth_stops_early_on_an_easy_pair_with_lightglues_exit_heads()
         kp = [model._keypoints(f, (96, 128), None) for f in feats]
         desc = [model.descriptor(model._raw_descriptors(f, k.kpts, (96, 128)), k.kpts, (96, 128))
                 for f, k in zip(feats, kp)]
-        _, _, depth = model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1])
+        depth = model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1]).depth
         out = model(image0, image1)
     assert 1 <= depth < 9
     assert out.mkpts0.shape[0] > 20  # the exit head of that layer matched
@@ -110,19 +111,72 @@ def test_adaptive_depth_stops_early_on_an_easy_pair_with_lightglues_exit_heads()
     assert (shift < 1.5).float().mean() > 0.8
     model.train()  # the frozen transformer stays in eval mode: training sees the depth inference runs
     with torch.no_grad():
-        assert model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1])[2] == depth
+        assert model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1]).depth == depth
         pad0 = (torch.cat([desc[0][0], desc[0][0]]), torch.cat([desc[0][1], desc[0][1]], dim=1))
         valid = torch.ones(2, desc[0][0].shape[1], dtype=torch.bool)
         valid[1, -5:] = False
-        out0, _, padded_depth = model.transformer(pad0[0], torch.cat([desc[1][0]] * 2), pad0[1],
-                                                  torch.cat([desc[1][1]] * 2, dim=1), valid,
-                                                  torch.ones(2, desc[1][0].shape[1], dtype=torch.bool))
-        assert padded_depth >= depth and torch.equal(out0[1, -5:], pad0[0][1, -5:])
+        tr = model.transformer(pad0[0], torch.cat([desc[1][0]] * 2), pad0[1],
+                               torch.cat([desc[1][1]] * 2, dim=1), valid,
+                               torch.ones(2, desc[1][0].shape[1], dtype=torch.bool))
+        assert tr.depth >= depth and torch.equal(tr.desc0[1, -5:], pad0[0][1, -5:])
+        assert torch.equal(tr.kept0, valid)
     model.transformer.train()  # a trained transformer runs every layer
     with torch.no_grad():
-        assert model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1])[2] == 9
+        assert model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1]).depth == 9
     with pytest.raises(InputError, match="exits"):
         S2LD.from_config("aliked", attention={"depth_confidence": 0.9})
+
+
+def test_point_pruning_drops_unmatchable_keypoints_with_lightglues_heads():
+    model = S2LD.from_config("aliked", attention={"pruning": True, "width_confidence": 0.99},
+                             keypoints={"max_keypoints": 256}).eval()
+    state, lightglue = model.state_dict(), pretrained.load_state_dict("aliked_lightglue")
+    assert torch.equal(state["transformer.matchability.3.weight"],
+                       lightglue["log_assignment.3.matchability.weight"])
+    assert len(model.transformer.matchability) == len(model.transformer.confidence) == 8
+    image0 = _image(96, 128, 0)
+    image1 = torch.roll(image0, (2, 3), (2, 3))
+    image1[..., 64:] = _image(96, 128, 7)[..., 64:]  # the right half shows something else
+    with torch.inference_mode():
+        feats = model.backbone(torch.cat([image0, image1])).chunk()
+        kp = [model._keypoints(f, (96, 128), None) for f in feats]
+        desc = [model.descriptor(model._raw_descriptors(f, k.kpts, (96, 128)), k.kpts, (96, 128))
+                for f, k in zip(feats, kp)]
+        tr = model.transformer(desc[0][0], desc[1][0], desc[0][1], desc[1][1], kp[0].valid, kp[1].valid)
+        out = model(image0, image1)
+        batch = model(torch.cat([image0, image1]), torch.cat([image1, image0]))
+    assert tr.depth == 9 and not tr.kept1.all() and tr.kept1.sum() > 10
+    left = kp[1].kpts[..., 0] < 72  # the part that overlaps image 0
+    assert left[tr.kept1].float().mean() > left[~tr.kept1].float().mean()
+    assert tr.kept1[out.matches_b, out.matches_j].all() and out.mkpts0.shape[0] > 10
+    shift = (out.mkpts1 - out.mkpts0 - torch.tensor([3.0, 2.0])).norm(dim=-1)
+    assert (shift < 1.5).float().mean() > 0.8
+    first = batch.matches_b == 0  # a batch prunes each pair as it would alone
+    assert torch.equal(batch.matches_i[first], out.matches_i)
+    assert torch.allclose(batch.mkpts1[first], out.mkpts1)
+    with pytest.raises(InputError, match="pruning"):
+        S2LD.from_config("aliked", attention={"pruning": False, "width_confidence": 0.99})
+
+
+def test_fine_map_is_evaluated_only_where_sampled():
+    from imatch_s2ld.models.fine import window_offsets
+    from imatch_s2ld.models.sampling import PointwiseFeatureMap, sample_features, sample_windows
+
+    full = build_backbone({"name": "aliked", "fine_stride": 1, "pretrained": False})
+    image = torch.cat([_image(64, 96, 0), _image(64, 96, 1)])
+    feats = full(image)
+    assert isinstance(feats.fine, PointwiseFeatureMap) and feats.fine.shape == (2, full.d_fine, 64, 96)
+    dense = full.dense_fine(feats.fine)
+    pts = torch.rand(2, 300, 2) * torch.tensor([104.0, 72.0]) - 4.0  # also outside the image
+    close = partial(torch.testing.assert_close, atol=1e-5, rtol=1e-4)
+    close(sample_features(feats.fine, pts, (64, 96)), sample_features(dense, pts, (64, 96)))
+    centres, index = torch.rand(40, 2) * torch.tensor([96.0, 64.0]), torch.randint(0, 2, (40,))
+    windows = sample_windows(feats.fine, centres, index, window_offsets(5, 2.0), (64, 96))
+    close(windows, sample_windows(dense, centres, index, window_offsets(5, 2.0), (64, 96)))
+    windows.square().sum().backward()  # gradients reach the fine adapter
+    assert full.fine_adapter[0].weight.grad.abs().sum() > 0
+    first, _ = feats.fine.chunk(2)
+    close(sample_features(first, pts[:1], (64, 96)), sample_features(dense[:1], pts[:1], (64, 96)))
 
 
 def test_checkpoint_needs_no_wheel(tmp_path, monkeypatch):
@@ -150,6 +204,57 @@ def test_checkpoint_needs_no_wheel(tmp_path, monkeypatch):
         out_half = S2LD.from_checkpoint(half)(image0, image1)
     assert torch.equal(ref.mkpts1, out.mkpts1)
     assert out_half.mkpts1.shape[0] > 0.9 * ref.mkpts1.shape[0]
+
+
+def test_sparse_stage_at_a_smaller_scale_refines_at_full_resolution():
+    torch.manual_seed(0)
+    model = S2LD.from_config("aliked", keypoints={"max_keypoints": 256}, sparse_scale=0.5,
+                             fine={"window_sizes": [5, 5], "spacings": [2.0, 1.0]}).eval()
+    image0 = _image(128, 192, 3)
+    image1 = torch.roll(image0, (2, 5), (2, 3))
+    with torch.inference_mode():
+        torch.testing.assert_close(model.backbone.dense_fine(model.backbone.fine_map(image0)),
+                                   model.backbone.dense_fine(model.backbone(image0).fine))
+        out = model(image0, image1)
+        enc = model.encode(image0, torch.ones(1, 16, 24, dtype=torch.bool))
+    assert enc.fine.shape[-2:] == (128, 192) and enc.size == (128, 192)
+    assert enc.kp.kpts[..., 0].max() > 100  # keypoints in full-resolution pixels
+    assert out.mkpts0.shape[0] > 10
+    error = (out.mkpts1 - out.mkpts0 - torch.tensor([5.0, 2.0])).norm(dim=-1)
+    assert error.median() < 1.0, error  # half-resolution keypoints, refined at full resolution
+    with pytest.raises(InputError, match="sparse_scale"):
+        S2LD.from_config("aliked", sparse_scale=1.5)
+    with pytest.raises(InputError, match="sparse_scale"):
+        S2LD.from_config("tiny", sparse_scale=0.5)
+
+
+def test_export_adds_pruning_heads_from_lightglue_and_keeps_the_trained_weights(tmp_path, capsys):
+    from imatch_s2ld.models import export
+
+    torch.manual_seed(0)
+    model = S2LD.from_config("aliked", keypoints=SMALL["keypoints"],
+                             attention={"n_layers": 3, "pruning": False, "width_confidence": -1.0}).eval()
+    with torch.no_grad():
+        model.fine.levels[0].proj.weight.add_(1.0)  # "trained": differs from any fresh model
+    src = model.save_checkpoint(tmp_path / "m.pt", extra={"step": 7})
+    assert export.cli([str(src), str(tmp_path / "p.pt"), "attention.pruning=true",
+                       "attention.width_confidence=0.99", "--float32"]) == 0
+    assert "transformer.matchability.0.weight" in capsys.readouterr().out
+    new = S2LD.from_checkpoint(tmp_path / "p.pt")
+    lightglue = pretrained.load_state_dict("aliked_lightglue")
+    assert torch.equal(new.transformer.matchability[1].weight,
+                       lightglue["log_assignment.1.matchability.weight"])
+    assert torch.equal(new.fine.levels[0].proj.weight, model.fine.levels[0].proj.weight)
+    assert torch.load(tmp_path / "p.pt", weights_only=True)["step"] == 7
+    with pytest.raises(InputError, match="no file provides"):  # a new refinement level: random weights
+        export.main(src, tmp_path / "x.pt", {"fine": {"window_sizes": [5, 5, 3],
+                                                      "spacings": [2.0, 1.0, 0.5]}})
+    with pytest.raises(InputError, match="no place"):
+        export.main(src, tmp_path / "x.pt", {"fine": {"window_sizes": [5], "spacings": [2.0]}})
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(SystemExit) as exit_:
+        export.cli([str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")])
+    assert exit_.value.code == 2 and "missing.pt" in capsys.readouterr().err
 
 
 def test_bf16_attention_matches_like_fp32(tmp_path):

@@ -142,7 +142,11 @@ def test_parse_matcher_options():
                     "width_confidence": -1, "flag": True, "device": "cpu", "eps": 1e-3}
     assert type(conf["max_keypoints"]) is int and type(conf["eps"]) is float
     assert parse_matcher_options(None) == {}
-    for items, needle in ((["max_keypoints"], "KEY=VALUE"), (["=3"], "KEY=VALUE"), (["a=1", "a=2"], "twice")):
+    assert parse_matcher_options(["sparse_scale=0.5", "keypoints.detection_threshold=0.05",
+                                  "keypoints.max_keypoints=512"]) == {
+        "sparse_scale": 0.5, "keypoints": {"detection_threshold": 0.05, "max_keypoints": 512}}
+    for items, needle in ((["max_keypoints"], "KEY=VALUE"), (["=3"], "KEY=VALUE"), (["a=1", "a=2"], "twice"),
+                          (["a.=1"], "KEY=VALUE"), (["a=1", "a.b=2"], "twice"), (["a.b=1", "a=2"], "twice")):
         with pytest.raises(InputError, match=needle):
             parse_matcher_options(items)
 

@@ -6,6 +6,7 @@ every run trains the tiny S2LD at 128 px for a few steps on one CPU thread.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ def test_config_overrides_and_strictness(tmp_path: Path) -> None:
         build_config(default_conf(), tmp_path / "missing.yaml")
     with pytest.raises(InputError, match="train.scheduler"):
         main({"run_dir": str(tmp_path / "r"), "train": {"scheduler": "linear"}})
+    with pytest.raises(InputError, match="train.best_metric: .*synthetic/auc@5.*'synthetic/auc10'"):
+        main({"run_dir": str(tmp_path / "r"), "train": {"best_metric": "synthetic/auc10"}})
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
     cos = {"warmup_steps": 4, "scheduler": "cosine", "max_steps": 10, "min_lr_ratio": 0.1}
     assert lr_factor(0, cos) == 0.25
@@ -151,6 +155,12 @@ def test_cpu_run_writes_everything(tmp_path: Path, syn: Path, capsys: pytest.Cap
     rows = [r for r in (run / "val.jsonl").read_text().splitlines() if r]
     assert len(rows) == 2 and '"step": 2' in rows[0] and '"synthetic/auc@5"' in rows[1]
     assert (run / "val" / "synthetic" / "summary.json").is_file()
+    vals = [json.loads(r) for r in rows]
+    top = max(vals, key=lambda r: r["synthetic/auc@10"])  # the first of equal values
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["best_metric"] == "synthetic/auc@10" and best["step"] == top["step"]
+    assert best["best_value"] == pytest.approx(top["synthetic/auc@10"])
+    S2LD.from_checkpoint(run / "best.pt")  # a model checkpoint like model.pt
     assert len((run / "train_log.jsonl").read_text().splitlines()) == 3
 
     events = sorted((run / "tensorboard").glob("events.out.tfevents.*"))

@@ -116,22 +116,31 @@ def _check_keywords(base: str, conf: dict[str, Any]) -> None:
 
 
 def parse_matcher_options(items: Iterable[str] | None) -> dict[str, Any]:
-    """``["max_keypoints=1024", "device=cpu"]`` -> ``{"max_keypoints": 1024, "device": "cpu"}``.
+    """``["max_keypoints=1024", "device=cpu"]`` -> ``{"max_keypoints": 1024, "device": "cpu"}``;
+    dotted keys nest: ``"keypoints.detection_threshold=0.05"`` -> ``{"keypoints": {"detection_threshold":
+    0.05}}`` (S2LD's configuration sections).
 
     Values are parsed as int, then float, then bool (``true``/``false``, any case), else kept as strings.
 
     Raises:
-        InputError: an item without ``=`` or with an empty key, or a key given twice.
+        InputError: an item without ``=`` or with an empty key (part), or a key given twice (also
+            as a value and as a section).
     """
     conf: dict[str, Any] = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or not key:
+        parts = key.split(".")
+        if not sep or not all(parts):
             raise InputError(f"--matcher-opt: expected KEY=VALUE, got {item!r}")
-        if key in conf:
+        node = conf
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--matcher-opt: {key} given twice")
+        if parts[-1] in node:
             raise InputError(f"--matcher-opt: {key} given twice")
-        conf[key] = _parse_value(value.strip())
+        node[parts[-1]] = _parse_value(value.strip())
     return conf
 
 

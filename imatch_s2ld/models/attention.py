@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,19 @@ from ..conf import merge_conf
 from ..errors import InputError
 
 ATTENTION_MODES = ("linear", "sdpa")
+
+
+class TransformerOutput(NamedTuple):
+    """desc0 (B, N0, d), desc1 (B, N1, d) transformed; ``depth`` layers run; kept0 (B, N0), kept1
+    (B, N1) bool: valid keypoints that point pruning kept (pruned ones keep the descriptor of the
+    layer that pruned them and cannot be matched; without pruning: the valid ones)."""
+
+    desc0: torch.Tensor
+    desc1: torch.Tensor
+    depth: int
+    kept0: torch.Tensor
+    kept1: torch.Tensor
+
 #: ``attention.mode`` of the keypoint transformer: the two above (S2LD's layers) or ``lightglue``.
 TRANSFORMER_MODES = (*ATTENTION_MODES, "lightglue")
 
@@ -109,6 +122,10 @@ class KeypointTransformer(nn.Module):
         # and the share of confident keypoints above which inference stops early (<= 0: every layer runs)
         "exits": False,
         "depth_confidence": -1.0,
+        # lightglue mode: point pruning (LightGlue's adaptive width: per-layer token confidences and
+        # matchability heads, 514 parameters a layer) and its threshold (<= 0: every keypoint runs)
+        "pruning": False,
+        "width_confidence": -1.0,
     }
 
     def __init__(self, d_model: int, conf: dict[str, Any] | None = None) -> None:
@@ -119,20 +136,25 @@ class KeypointTransformer(nn.Module):
         self.cross_layers = nn.ModuleList([AttentionLayer(d_model, heads, mode) for _ in range(n)])
 
     def forward(self, desc0: torch.Tensor, desc1: torch.Tensor, pe0: torch.Tensor, pe1: torch.Tensor,
-                valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+                valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None) -> TransformerOutput:
         """Args:
             desc0 (B, N0, d), desc1 (B, N1, d); pe0/pe1 positional encodings of the same shapes
             (added to queries and keys of self-attention); valid0 (B, N0), valid1 (B, N1) bool.
         Returns:
-            transformed desc0 (B, N0, d), desc1 (B, N1, d) and the number of layers run (all).
+            :class:`TransformerOutput` (every layer runs, nothing is pruned).
         """
+        kept0 = _all_valid(desc0, valid0)
+        kept1 = _all_valid(desc1, valid1)
         for self_layer, cross_layer in zip(self.self_layers, self.cross_layers):
             desc0, desc1 = (self_layer(desc0, desc0, pe0, pe0, valid0),
                             self_layer(desc1, desc1, pe1, pe1, valid1))
             desc0, desc1 = (cross_layer(desc0, desc1, None, None, valid1),
                             cross_layer(desc1, desc0, None, None, valid0))
-        return desc0, desc1, len(self.self_layers)
+        return TransformerOutput(desc0, desc1, len(self.self_layers), kept0, kept1)
+
+
+def _all_valid(desc: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones(desc.shape[:2], dtype=torch.bool, device=desc.device) if valid is None else valid.bool()
 
 
 class LightGlueTransformer(nn.Module):
@@ -140,12 +162,16 @@ class LightGlueTransformer(nn.Module):
     position encodings, then bidirectional cross-attention), so LightGlue's weights load into it
     (``layers.i`` = LightGlue's ``transformers.i``). ``attention.mode=lightglue``.
 
-    With ``exits``, LightGlue's adaptive depth: after layer i each keypoint's confidence
-    (``confidence.i``: sigmoid of a linear map of its descriptor) is compared with the threshold
-    ``0.8 + 0.1 exp(-4 i / n_layers)``; in eval mode the pass stops when the share of confident
-    keypoints of every pair exceeds ``depth_confidence``, and the coarse matcher uses the assignment
-    head of that layer. A frozen transformer (S2LD ``freeze``) stays in eval mode, so training sees
-    the depths inference runs.
+    LightGlue's adaptive computation, in eval mode, from LightGlue's weights (a frozen transformer,
+    S2LD ``freeze``, stays in eval mode, so training sees what inference runs):
+
+    - ``exits`` (depth): after layer i each keypoint's confidence (``confidence.i``: sigmoid of a
+      linear map of its descriptor) is compared with ``0.8 + 0.1 exp(-4 i / n_layers)``; the pass
+      stops when the share of confident keypoints of every pair exceeds ``depth_confidence`` (pruned
+      keypoints count as confident), and the coarse matcher uses the assignment head of that layer.
+    - ``pruning`` (width): after layer i < n_layers - 1 a keypoint whose matchability
+      (``matchability.i``) is at most ``1 - width_confidence`` and whose confidence is above that
+      threshold leaves the later layers and cannot be matched.
     """
 
     default_conf = KeypointTransformer.default_conf
@@ -161,55 +187,85 @@ class LightGlueTransformer(nn.Module):
         # flash=True only selects torch's fused kernel on CUDA (flash=False would switch it off process-wide)
         self.layers = nn.ModuleList([TransformerLayer(d_model, heads, True) for _ in range(n)])
         self.depth_confidence = float(conf["depth_confidence"])
+        self.width_confidence = float(conf["width_confidence"])
         if self.depth_confidence > 0 and not conf["exits"]:
             raise InputError("attention.depth_confidence > 0 needs attention.exits=true")
+        if self.width_confidence > 0 and not conf["pruning"]:
+            raise InputError("attention.width_confidence > 0 needs attention.pruning=true")
         heads_ = [nn.Sequential(nn.Linear(d_model, 1), nn.Sigmoid()) for _ in range(n - 1)]
-        self.confidence = nn.ModuleList(heads_ if conf["exits"] else [])
+        self.confidence = nn.ModuleList(heads_ if conf["exits"] or conf["pruning"] else [])
+        self.matchability = nn.ModuleList([nn.Linear(d_model, 1) for _ in range(n - 1)]
+                                          if conf["pruning"] else [])
 
     def forward(self, desc0: torch.Tensor, desc1: torch.Tensor, pe0: torch.Tensor, pe1: torch.Tensor,
-                valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+                valid0: torch.Tensor | None = None, valid1: torch.Tensor | None = None) -> TransformerOutput:
         """Args:
             desc0 (B, N0, d), desc1 (B, N1, d); pe0, pe1 rotary encodings (2, B, 1, N, d / heads)
             (:class:`~.keypoints.KeypointDescriptor` with ``positional="rotary"``); valid0 (B, N0),
             valid1 (B, N1) bool (padded keypoints neither attend nor are attended to).
         Returns:
-            transformed desc0 (B, N0, d), desc1 (B, N1, d) and the number of layers run.
+            :class:`TransformerOutput`.
         """
         adaptive = self.depth_confidence > 0 and not self.training
+        prune = self.width_confidence > 0 and not self.training
         b = desc0.shape[0]
-        whole = valid0 is None or valid1 is None or (bool(valid0.all()) and bool(valid1.all()))
+        kept0, kept1 = _all_valid(desc0, valid0), _all_valid(desc1, valid1)
+        whole = bool(kept0.all()) and bool(kept1.all()) and not (prune and b > 1)
         if whole:
-            parts = [(slice(None), slice(None), slice(None))]
+            parts = [(slice(None), torch.arange(desc0.shape[1], device=desc0.device),
+                      torch.arange(desc1.shape[1], device=desc1.device))]
         else:
-            # Padded keypoints: each pair runs alone on its valid keypoints (no attention mask: on the
-            # CPU a masked attention takes a slower kernel than this loop); padded rows stay as they were.
-            parts = [(slice(i, i + 1), valid0[i].nonzero()[:, 0], valid1[i].nonzero()[:, 0])
-                     for i in range(b)]
+            # Padded keypoints or pruning: each pair runs alone on its own keypoints (no attention
+            # mask: on the CPU a masked attention takes a slower kernel than this loop).
+            parts = [(slice(i, i + 1), kept0[i].nonzero()[:, 0], kept1[i].nonzero()[:, 0]) for i in range(b)]
             parts = [p for p in parts if p[1].numel() and p[2].numel()]  # a pair with nothing to match
-        state = [(desc0[s, i0], desc1[s, i1], pe0[:, s, :, i0], pe1[:, s, :, i1]) for s, i0, i1 in parts]
+        # per pair: descriptors, encodings and the keypoint indices they stand for
+        state = [[desc0[s, i0], desc1[s, i1], pe0[:, s, :, i0], pe1[:, s, :, i1], i0, i1]
+                 for s, i0, i1 in parts]
+        totals = [i0.numel() + i1.numel() for _, i0, i1 in parts]  # keypoints of each pair
+        out0, out1 = desc0.clone(), desc1.clone()
         depth = len(self.layers)
         for i, layer in enumerate(self.layers):
-            state = [(*layer(d0, d1, e0, e1), e0, e1) for d0, d1, e0, e1 in state]
+            for st in state:
+                st[0], st[1] = layer(st[0], st[1], st[2], st[3])
+            if i == depth - 1 or not (adaptive or prune):
+                continue
+            confs = [(self.confidence[i](st[0].detach())[..., 0], self.confidence[i](st[1].detach())[..., 0])
+                     for st in state]
             # one depth for the batch: it stops when every pair is confident
-            if adaptive and i < depth - 1 and all(self._confident(d0, d1, i) for d0, d1, _, _ in state):
+            if adaptive and all(self._confident(c0, c1, i, n) for (c0, c1), n in zip(confs, totals)):
                 depth = i + 1
                 break
-        if whole:
-            return state[0][0], state[0][1], depth
-        out0, out1 = desc0.clone(), desc1.clone()
-        for (s, i0, i1), (d0, d1, _, _) in zip(parts, state):
+            if prune:
+                for (s, _, _), st, (c0, c1) in zip(parts, state, confs):
+                    for side, conf, out in ((0, c0, out0), (1, c1, out1)):
+                        keep = self._keep(st[side], conf, i)[0]
+                        if bool(keep.all()):
+                            continue
+                        out[s, st[4 + side][~keep]] = st[side][:, ~keep]  # the pruned keep this layer's
+                        st[side], st[4 + side] = st[side][:, keep], st[4 + side][keep]
+                        st[2 + side] = st[2 + side][..., keep, :]
+        kept0, kept1 = torch.zeros_like(kept0), torch.zeros_like(kept1)
+        for (s, _, _), (d0, d1, _, _, i0, i1) in zip(parts, state):
             out0[s, i0], out1[s, i1] = d0, d1
-        return out0, out1, depth
+            kept0[s, i0], kept1[s, i1] = True, True
+        return TransformerOutput(out0, out1, depth, kept0, kept1)
 
-    def _confident(self, desc0: torch.Tensor, desc1: torch.Tensor, layer: int) -> bool:
-        """Whether every pair has more than ``depth_confidence`` of its keypoints confident after
+    def _threshold(self, layer: int) -> float:
+        return min(max(0.8 + 0.1 * math.exp(-4.0 * layer / len(self.layers)), 0.0), 1.0)
+
+    def _confident(self, conf0: torch.Tensor, conf1: torch.Tensor, layer: int, total: int) -> bool:
+        """Whether every pair (token confidences (B, n0), (B, n1) of the keypoints still running, out
+        of ``total`` a pair) has more than ``depth_confidence`` of its keypoints confident after
         ``layer``."""
-        head = self.confidence[layer]
-        conf = torch.cat([head(desc0.detach()), head(desc1.detach())], dim=1)[..., 0]  # (B, N0 + N1)
-        threshold = min(max(0.8 + 0.1 * math.exp(-4.0 * layer / len(self.layers)), 0.0), 1.0)
-        share = 1.0 - (conf < threshold).float().mean(dim=1)
-        return bool((share > self.depth_confidence).all())
+        threshold = self._threshold(layer)
+        unconfident = (conf0 < threshold).sum(dim=1) + (conf1 < threshold).sum(dim=1)
+        return bool((1.0 - unconfident.float() / max(total, 1) > self.depth_confidence).all())
+
+    def _keep(self, desc: torch.Tensor, conf: torch.Tensor, layer: int) -> torch.Tensor:
+        """(1, n) bool: the keypoints that run on after ``layer`` (matchable or not yet confident)."""
+        matchable = torch.sigmoid(self.matchability[layer](desc.detach()))[..., 0]
+        return (matchable > 1.0 - self.width_confidence) | (conf <= self._threshold(layer))
 
 
 def build_transformer(d_model: int, conf: dict[str, Any] | None) -> nn.Module:

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..conf import merge_conf
 from ..errors import InputError
+from .sampling import PointwiseFeatureMap
 
 FINE_HEADS = ("fpn", "light")
 
@@ -50,20 +51,20 @@ class BackboneFeatures:
     """What a backbone computes for a batch of images of size (H, W).
 
     coarse (B, d_coarse, H/8, W/8); fine (B, d_fine, H/2, W/2) (a backbone may give it at full
-    resolution, (B, d_fine, H, W): the local-dense stage samples it at pixel positions, whatever its
-    stride); score (B, 1, H, W) detection probability in (0, 1) or None; extra: backbone-private
-    state for ``describe`` (or None).
+    resolution, (B, d_fine, H, W), possibly as a :class:`~.sampling.PointwiseFeatureMap`: the
+    local-dense stage samples it at pixel positions, whatever its stride); score (B, 1, H, W)
+    detection probability in (0, 1) or None; extra: backbone-private state for ``describe`` (or None).
     """
 
     coarse: torch.Tensor
-    fine: torch.Tensor
+    fine: torch.Tensor | PointwiseFeatureMap
     score: torch.Tensor | None = None
     extra: Any = None
 
     def chunk(self) -> tuple[BackboneFeatures, BackboneFeatures]:
         """Split a batch of 2B images (both views at once) into the first and second B."""
         def half(x: Any, k: int) -> Any:
-            if isinstance(x, torch.Tensor):
+            if hasattr(x, "chunk"):  # a tensor or a PointwiseFeatureMap
                 return x.chunk(2)[k]
             if isinstance(x, (tuple, list)):
                 return type(x)(half(v, k) for v in x)

@@ -33,6 +33,7 @@ from torch import nn
 from ..conf import merge_conf
 from ..errors import InputError
 from .backbone import BackboneFeatures
+from .sampling import PointwiseFeatureMap
 
 #: ALIKED models with pretrained weights here (all have a 128-d descriptor).
 ALIKED_MODELS = ("aliked-n16", "aliked-n16rot", "aliked-n32")
@@ -98,7 +99,8 @@ class AlikedBackbone(nn.Module):
             image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
         Returns:
             :class:`BackboneFeatures` with coarse (B, c3 + c4, H/8, W/8), fine (B, fine_dim, H/s, W/s)
-            (s = ``fine_stride``), score (B, 1, H, W) and ``extra`` = the four projected levels at the
+            (s = ``fine_stride``; at s = 1 a :class:`~.sampling.PointwiseFeatureMap`, computed only
+            where it is sampled), score (B, 1, H, W) and ``extra`` = the four projected levels at the
             padded size.
         """
         net = self.net
@@ -113,13 +115,43 @@ class AlikedBackbone(nn.Module):
                                                              (x1, x2, x3, x4)))
         score = self._score(levels)[..., :h, :w]
         coarse = torch.cat([x3, _upsample(x4, 4)], dim=1)[..., : h // 8, : w // 8]
+        return BackboneFeatures(coarse=coarse, fine=self._fine(x1, x2, h, w), score=score, extra=levels)
+
+    def fine_map(self, image: torch.Tensor) -> torch.Tensor | PointwiseFeatureMap:
+        """The fine map of :meth:`forward` alone (ALIKED's two finest blocks and the adapter), for
+        S2LD's ``sparse_scale`` < 1, whose sparse stage runs :meth:`forward` on a smaller image.
+
+        Args:
+            image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
+        """
+        net = self.net
+        h, w = image.shape[-2:]
+        ph, pw = -(-h // _PAD) * _PAD, -(-w // _PAD) * _PAD  # padded as forward pads (same borders)
+        x1 = net.block1(F.pad(image.expand(-1, 3, -1, -1), (0, pw - w, 0, ph - h), mode="replicate"))
+        x2 = net.block2(net.pool2(x1))
+        return self._fine(x1, x2, h, w)
+
+    def _fine(self, x1: torch.Tensor, x2: torch.Tensor, h: int, w: int) -> torch.Tensor | PointwiseFeatureMap:
         if self.fine_stride == 2:
-            fine = self.fine_adapter(torch.cat([x2, F.avg_pool2d(x1, 2)], dim=1))[..., : h // 2, : w // 2]
-        else:
-            up = F.interpolate(x2[..., : h // 2, : w // 2], scale_factor=2, mode="bilinear",
-                               align_corners=False)
-            fine = self.fine_adapter(torch.cat([x1[..., :h, :w], up], dim=1))
-        return BackboneFeatures(coarse=coarse, fine=fine, score=score, extra=levels)
+            return self.fine_adapter(torch.cat([x2, F.avg_pool2d(x1, 2)], dim=1))[..., : h // 2, : w // 2]
+        # evaluated only where the local-dense windows read it (the dense map: dense_fine)
+        return PointwiseFeatureMap([x1[..., :h, :w], x2[..., : h // 2, : w // 2]], (1, 2), self._adapt_pixels,
+                                   self.d_fine)
+
+    def _adapt_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The fine adapter (1x1 convolutions) on (P, c1 + c2) pixels -> (P, fine_dim)."""
+        return self.fine_adapter(x.T[None, :, :, None])[0, :, :, 0].T
+
+    @staticmethod
+    def dense_fine(fine: torch.Tensor | PointwiseFeatureMap) -> torch.Tensor:
+        """The fine map as a dense (B, fine_dim, H, W) tensor (at ``fine_stride`` 1 the backbone
+        returns a :class:`~.sampling.PointwiseFeatureMap`; this evaluates it everywhere)."""
+        if isinstance(fine, torch.Tensor):
+            return fine
+        (b, c, h, w), (x1, x2) = fine.shape, fine.levels
+        up = F.interpolate(x2, scale_factor=2, mode="bilinear", align_corners=False)
+        return fine.head(torch.cat([x1, up], dim=1).permute(0, 2, 3, 1).reshape(-1, x1.shape[1] + x2.shape[1])
+                         ).reshape(b, h, w, c).permute(0, 3, 1, 2)
 
     def _score(self, levels: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """ALIKED's score head without the full-resolution 4x32-channel map: its first 1x1

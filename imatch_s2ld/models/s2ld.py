@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from .keypoints import (
     sampled_features,
 )
 from .s2ld_loss import LossOutput, S2LDLoss, supervision_from_batch
+from .sampling import PointwiseFeatureMap
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -51,7 +52,10 @@ def named_configs() -> dict[str, dict[str, Any]]:
             "keypoints": {"source": "detector", "max_keypoints": 2048, "nms_radius": 2,
                           "detection_threshold": 0.2},
             "descriptor": {"source": "pretrained"},
-            "attention": {"mode": "lightglue", "n_layers": 9, "n_heads": 4, "init": "aliked_lightglue"},
+            # LightGlue's point pruning (its heads: 8 x 514 parameters); its exit heads (1 MB) do not
+            # fit the 25 MB budget of the shipped checkpoint
+            "attention": {"mode": "lightglue", "n_layers": 9, "n_heads": 4, "init": "aliked_lightglue",
+                          "pruning": True, "width_confidence": 0.99},
             "coarse": {"mode": "lightglue", "threshold": 0.1},
             # detector keypoints are accurate to about a pixel: a +-4 px then a +-2 px window
             "fine": {"window_sizes": [5, 5], "spacings": [2.0, 1.0], "n_heads": 2},
@@ -124,7 +128,7 @@ class ImageEncoding:
     (``kp.kpts`` (B, N, 2) pixels (x, y), ``kp.valid`` (B, N), ``kp.logits`` (B, N)), descriptors
     (B, N, d_model) and their positional encoding, image size (H, W)."""
 
-    fine: torch.Tensor
+    fine: torch.Tensor | PointwiseFeatureMap
     kp: Any
     desc: torch.Tensor
     pe: Any
@@ -168,6 +172,10 @@ class S2LD(nn.Module):
         "fine": FineMatcher.default_conf,
         "loss": S2LDLoss.default_conf,
         "freeze": [],  # module prefixes held fixed in training (no gradient, eval mode: frozen BN statistics)
+        # < 1: the sparse stage (detection, descriptors, attention, sparse matches) runs on the images
+        # resized by this factor, the local-dense stage on the full-resolution fine map (faster; the
+        # backbone needs a fine_map method)
+        "sparse_scale": 1.0,
         # fp32 | bf16: in eval mode the attention runs under bfloat16 autocast (about twice as fast on CPUs
         # with AVX512-BF16 or AMX and on GPUs; slower on CPUs without them)
         "precision": "fp32",
@@ -203,6 +211,12 @@ class S2LD(nn.Module):
         self.loss_fn = S2LDLoss(conf["loss"])
         if pretrained and conf["attention"]["init"] is not None:
             init_from_lightglue(self, str(conf["attention"]["init"]))
+        scale = conf["sparse_scale"]
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.0 < scale <= 1.0:
+            raise InputError(f"sparse_scale: expected a number in (0, 1], got {scale!r}")
+        if scale != 1.0 and not hasattr(self.backbone, "fine_map"):
+            raise InputError(f"sparse_scale={scale}: backbone {conf['backbone']['name']!r} has no separate "
+                             "fine map (use backbone.name=aliked)")
         if conf["precision"] not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {conf['precision']!r}")
         self._frozen = self._resolve_prefixes(conf["freeze"], "freeze")
@@ -326,12 +340,14 @@ class S2LD(nn.Module):
         _check_image("image1", image1)
         _check_mask("mask0", mask0, image0)
         _check_mask("mask1", mask1, image1)
-        if image0.shape == image1.shape:  # one backbone pass (BatchNorm in training sees both)
-            feats0, feats1 = self.backbone(torch.cat([image0, image1])).chunk()
+        small0, smask0 = self._sparse_input(image0, mask0)
+        small1, smask1 = self._sparse_input(image1, mask1)
+        if small0.shape == small1.shape:  # one backbone pass (BatchNorm in training sees both)
+            feats0, feats1 = self.backbone(torch.cat([small0, small1])).chunk()
         else:
-            feats0, feats1 = self.backbone(image0), self.backbone(image1)
-        enc0 = self._encode_features(feats0, tuple(image0.shape[-2:]), mask0)
-        enc1 = self._encode_features(feats1, tuple(image1.shape[-2:]), mask1)
+            feats0, feats1 = self.backbone(small0), self.backbone(small1)
+        enc0 = self._encode_features(feats0, image0, small0, smask0)
+        enc1 = self._encode_features(feats1, image1, small1, smask1)
         return self.match_encoded(enc0, enc1, extra_matches, supervision)
 
     def encode(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> ImageEncoding:
@@ -347,12 +363,38 @@ class S2LD(nn.Module):
         """
         _check_image("image", image)
         _check_mask("mask", mask, image)
-        return self._encode_features(self.backbone(image), tuple(image.shape[-2:]), mask)
+        small, small_mask = self._sparse_input(image, mask)
+        return self._encode_features(self.backbone(small), image, small, small_mask)
 
-    def _encode_features(self, feats: Any, size: tuple[int, int], mask: torch.Tensor | None) -> ImageEncoding:
-        kp = self._keypoints(feats, size, mask)
-        desc, pe = self.descriptor(self._raw_descriptors(feats, kp.kpts, size), kp.kpts, size)
-        return ImageEncoding(feats.fine, kp, desc, pe, size)
+    def _sparse_input(self, image: torch.Tensor, mask: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The image (and coarse-cell mask) the sparse stage sees: ``image`` itself, or at
+        ``sparse_scale`` < 1 the image resized (area average) to that scale, rounded to multiples
+        of 8 (a cell counts as valid where every full-resolution cell it covers is valid)."""
+        scale = float(self.conf["sparse_scale"])
+        if scale == 1.0:
+            return image, mask
+        h, w = image.shape[-2:]
+        hs, ws = (max(COARSE_STRIDE, round(n * scale / COARSE_STRIDE) * COARSE_STRIDE) for n in (h, w))
+        small = F.interpolate(image, size=(hs, ws), mode="area")
+        if mask is not None:
+            mask = -F.adaptive_max_pool2d(-mask[:, None].float(), (hs // COARSE_STRIDE, ws // COARSE_STRIDE))
+            mask = mask[:, 0] > 0.5
+        return small, mask
+
+    def _encode_features(self, feats: Any, image: torch.Tensor, small: torch.Tensor,
+                         small_mask: torch.Tensor | None) -> ImageEncoding:
+        """Keypoints and descriptors from the sparse stage's features ``feats`` of ``small`` (the
+        image itself or its :meth:`_sparse_input`), keypoints and fine map at the image's size."""
+        size, small_size = tuple(image.shape[-2:]), tuple(small.shape[-2:])
+        kp = self._keypoints(feats, small_size, small_mask)
+        desc, pe = self.descriptor(self._raw_descriptors(feats, kp.kpts, small_size), kp.kpts, small_size)
+        if small_size == size:
+            return ImageEncoding(feats.fine, kp, desc, pe, size)
+        # pixel centres of the small image in the full one (conventions: resizing)
+        scale = kp.kpts.new_tensor([size[1] / small_size[1], size[0] / small_size[0]])
+        kp = replace(kp, kpts=(kp.kpts + 0.5) * scale - 0.5)
+        return ImageEncoding(self.backbone.fine_map(image), kp, desc, pe, size)
 
     def match_encoded(self, enc0: ImageEncoding, enc1: ImageEncoding,
                       extra_matches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -366,11 +408,12 @@ class S2LD(nn.Module):
         desc0, desc1, pe0, pe1 = enc0.desc, enc1.desc, enc0.pe, enc1.pe
         if self.conf["precision"] == "bf16" and not self.transformer.training:
             with torch.autocast(desc0.device.type, dtype=torch.bfloat16):
-                desc0, desc1, depth = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
-            desc0, desc1 = desc0.float(), desc1.float()
+                tr = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
+            tr = tr._replace(desc0=tr.desc0.float(), desc1=tr.desc1.float())
         else:  # (an autocast around the whole forward, e.g. bf16 training, still applies)
-            desc0, desc1, depth = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
-        cm = self.coarse(desc0, desc1, kp0.valid, kp1.valid, depth)
+            tr = self.transformer(desc0, desc1, pe0, pe1, kp0.valid, kp1.valid)
+        desc0, desc1 = tr.desc0, tr.desc1
+        cm = self.coarse(desc0, desc1, tr.kept0, tr.kept1, tr.depth)  # pruned keypoints are not matched
 
         gt = None
         if supervision is not None:
@@ -487,11 +530,15 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def init_from_lightglue(model: S2LD, weights: str) -> None:
+def init_from_lightglue(model: S2LD, weights: str) -> list[str]:
     """Start the sparse stage from LightGlue's weights (``aliked_lightglue`` / ``disk_lightglue``):
     the input projection and rotary encoding into ``descriptor``, the first ``n_layers`` layers
-    into ``transformer`` and the assignment head of the last of them into ``coarse``.
+    into ``transformer`` and the assignment head of the last of them into ``coarse``; with
+    ``attention.exits`` / ``pruning`` also the earlier layers' token confidences, assignment heads
+    (exits) and matchability heads (pruning).
 
+    Returns:
+        the names of the weights set.
     Raises:
         InputError: the configuration cannot hold LightGlue's weights (mode, widths, layer count).
     """
@@ -506,6 +553,7 @@ def init_from_lightglue(model: S2LD, weights: str) -> None:
     if n > available:
         raise InputError(f"attention.n_layers={n}: {weights} has {available} layers")
     exits = bool(conf["attention"]["exits"])
+    pruning = bool(conf["attention"]["pruning"])
     mapped = {"descriptor.rotary.Wr.weight": state["posenc.Wr.weight"]}
     for k, v in state.items():
         parts = k.split(".")
@@ -517,13 +565,17 @@ def init_from_lightglue(model: S2LD, weights: str) -> None:
             mapped["coarse.assign." + ".".join(parts[2:])] = v
         elif exits and parts[0] == "log_assignment" and int(parts[1]) < n - 1:
             mapped["coarse.exits." + ".".join(parts[1:])] = v
-        elif exits and parts[0] == "token_confidence" and int(parts[1]) < n - 1:
+        elif (exits or pruning) and parts[0] == "token_confidence" and int(parts[1]) < n - 1:
             mapped[f"transformer.confidence.{parts[1]}.0.{parts[-1]}"] = v
+        elif pruning and parts[0] == "log_assignment" and parts[2] == "matchability" \
+                and int(parts[1]) < n - 1:
+            mapped[f"transformer.matchability.{parts[1]}.{parts[-1]}"] = v
     own = model.state_dict()
     bad = [k for k, v in mapped.items() if k not in own or own[k].shape != v.shape]
     if bad:
         raise InputError(f"attention.init={weights}: weights do not fit this configuration ({bad[:3]})")
     model.load_state_dict(mapped, strict=False)
+    return list(mapped)
 
 
 #: The shipped default checkpoint (``--matcher s2ld``): see the README for how it was trained.

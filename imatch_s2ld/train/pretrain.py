@@ -78,7 +78,7 @@ from .trainer import (
     check_train_conf,
     create_accelerator,
 )
-from .validate import VAL_DEFAULTS, Validator
+from .validate import METRICS, VAL_DEFAULTS, Validator
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +271,11 @@ def main(conf: Mapping[str, Any] | None = None) -> TrainResult:
     conf = build_config(default_conf(), overrides=dict(conf or {}))
     tconf = conf["train"]
     check_train_conf(tconf)
+    best = tconf["best_metric"]
+    metrics = [f"{name}/{m}" for name in ("synthetic", "megadepth1500") for m in METRICS]
+    if best not in (None, "auto") and best not in metrics:
+        raise InputError(f"train.best_metric: expected auto, null or one of {', '.join(metrics)}, "
+                         f"got {best!r}")
     run_dir = Path(conf["run_dir"])
     last = run_dir / CHECKPOINT_DIR / LAST
     if tconf["resume"] and not last.is_file():

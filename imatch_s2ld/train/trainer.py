@@ -47,13 +47,15 @@ Decisions (see also :mod:`.checkpoint`):
   schedule keeps following the step counter.
 - Validation (a callable ``validate(model, step) -> {name: float}``) runs on the main process
   only, the model in eval mode and the RNG states untouched (saved and restored around it);
-  other ranks wait. Results go to TensorBoard (``val/<name>``) and ``<run_dir>/val.jsonl``.
+  other ranks wait. Results go to TensorBoard (``val/<name>``) and ``<run_dir>/val.jsonl``; the
+  model of the best validation so far (``best_metric``) goes to ``<run_dir>/best.pt`` (its
+  ``step``, ``best_metric`` and ``best_value`` stored with it; a resumed run keeps improving on it).
 
 Outputs in ``run_dir``: ``tensorboard/`` (``train/loss``, ``train/<term>``, ``train/lr``,
 ``train/pairs_per_s``, ``train/grad_norm``, ``val/...``), ``train_log.jsonl`` (the logged rows),
 ``val.jsonl``, ``checkpoints/last.pt`` (every ``save_every`` steps, at the end, on interrupt),
-``model.pt`` (at the end), and with ``record_indices`` ``indices_rank{r}.txt`` (dataset indices of
-every micro-batch per rank, for checking the sharding).
+``model.pt`` (at the end), ``best.pt`` (see validation), and with ``record_indices``
+``indices_rank{r}.txt`` (dataset indices of every micro-batch per rank, for checking the sharding).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..io import read_torch_file
 from .checkpoint import (
     CHECKPOINT_DIR,
     LAST,
@@ -124,6 +127,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "record_indices": False,
     "stop_after_steps": None,
     "interrupt_at_step": None,
+    # a validation metric (higher is better) whose best value's model is kept in <run_dir>/best.pt;
+    # "auto": the first "<set>/auc@10" if the validation gives one; None: off
+    "best_metric": "auto",
 }
 
 SCHEDULERS = ("cosine", "step", "constant")
@@ -269,6 +275,8 @@ def check_train_conf(conf: Mapping[str, Any]) -> None:
          "null or an integer >= 1")
     need(conf["grad_clip"] is None or conf["grad_clip"] >= 0, "grad_clip", "null or a number >= 0")
     need(isinstance(conf["betas"], list) and len(conf["betas"]) == 2, "betas", "[beta1, beta2]")
+    need(conf["best_metric"] is None or (isinstance(conf["best_metric"], str) and conf["best_metric"]),
+         "best_metric", "auto, null or a validation metric name")
 
 
 def normalize_precision(value: Any) -> str:
@@ -446,11 +454,42 @@ class Trainer:
                 acc.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
                 row = {"step": step, "time_s": round(time.perf_counter() - start, 3), **metrics}
                 self._log_row("val.jsonl", row)
+                self._keep_best(unwrapped, row)
                 shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "auc" in k)
                 logger.info("validation at step %d: %s", step, shown or metrics)
                 metrics = row
         acc.wait_for_everyone()
         return metrics
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    def _keep_best(self, model: nn.Module, row: Mapping[str, Any]) -> None:
+        """Write :attr:`best_path` when the validation row improves on the best so far."""
+        name = self.conf["best_metric"]
+        if name is None:
+            return
+        if name == "auto":
+            names = sorted(k for k in row if k.endswith("/auc@10"))
+            if not names:  # a validation without pose AUC: name a metric to keep a best model
+                return
+            name = names[0]
+        if name not in row:
+            known = ", ".join(k for k in row if k not in ("step", "time_s"))
+            raise InputError(f"train.best_metric: {name!r} is not a validation metric; known: {known}")
+        if self._best_value is None and self.conf["resume"] and self.best_path.is_file():
+            previous = read_torch_file(self.best_path, "best checkpoint")
+            if isinstance(previous, dict) and previous.get("best_metric") == name:
+                self._best_value = float(previous["best_value"])
+        value = float(row[name])
+        if self._best_value is not None and not value > self._best_value:
+            return
+        self._best_value = value
+        extra = {"run_config": copy.deepcopy(self._run_config), "step": int(row["step"]), "best_metric": name,
+                 "best_value": value}
+        _export_model(model, self.best_path, extra)
+        logger.info("best %s so far (%.2f): saved %s", name, value, self.best_path)
 
     # ------------------------------------------------------------------ main loop
     def fit(
@@ -474,6 +513,7 @@ class Trainer:
         """
         conf, acc = self.conf, self.accelerator
         world, rank = acc.num_processes, acc.process_index
+        self._best_value, self._run_config = None, dict(run_config or {})
         if conf["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
         if not conf["resume"]:
@@ -650,14 +690,19 @@ class Trainer:
                 result.validation.append(row)
         if acc.is_main_process:
             model_path = self.run_dir / "model.pt"
-            extra = {"run_config": copy.deepcopy(dict(run_config or {})), "step": step}
-            if hasattr(unwrapped, "save_checkpoint"):
-                unwrapped.save_checkpoint(model_path, extra=extra)
-            else:
-                state_dict = {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}
-                save_checkpoint(model_path, {"conf": getattr(unwrapped, "conf", None),
-                                             "state_dict": state_dict, **extra})
+            _export_model(unwrapped, model_path, {"run_config": copy.deepcopy(dict(run_config or {})),
+                                                  "step": step})
             result.model_path = model_path
         acc.wait_for_everyone()
         result.step = step
         return result
+
+
+def _export_model(model: nn.Module, path: Path, extra: dict[str, Any]) -> None:
+    """The model's weights (and conf) with ``extra``, atomically: ``model.save_checkpoint`` where the
+    model has one (an S2LD checkpoint), else a plain ``{"conf", "state_dict", **extra}`` file."""
+    if hasattr(model, "save_checkpoint"):
+        model.save_checkpoint(path, extra=extra)
+        return
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"conf": getattr(model, "conf", None), "state_dict": state_dict, **extra})
