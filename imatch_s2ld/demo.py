@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .finetune.geometry import source_argument, source_help
 from .finetune.report import SUMMARY_KEYS, relative_gain
 
 TABLE_HEADER = (
@@ -336,7 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
     p.add_argument("--steps", type=int, default=DemoConfig.steps, help="fine-tuning steps (default 300)")
     p.add_argument("--frames", type=int, default=DemoConfig.frames, help="target video frames (default 80)")
-    p.add_argument("--geometry-from", default=DemoConfig.geometry_from, choices=("matcher", "sift", "both"))
+    p.add_argument("--geometry-from", default=DemoConfig.geometry_from, type=source_argument,
+                   metavar="SOURCE", help=f"where the window poses come from (default "
+                   f"{DemoConfig.geometry_from}): {source_help()}")
     p.add_argument(
         "--baselines",
         default=",".join(DemoConfig.baselines),

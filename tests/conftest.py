@@ -49,3 +49,17 @@ def max_grad(net: S2LD, group: str) -> float:
     prefixes = net.parameter_groups()[group]
     under = [p for n, p in net.named_parameters() if any(n == q or n.startswith(q + ".") for q in prefixes)]
     return max((float(p.grad.abs().max()) for p in under if p.grad is not None), default=0.0)
+
+
+@pytest.fixture(scope="session")
+def facade_video(tmp_path_factory):
+    """A 9-frame 320x240 synthetic video with ground truth and 4 held-out views: paths of ``frames``,
+    ``intrinsics`` (file), ``pairs`` (held-out pairs_with_gt.txt), ``gt`` (COLMAP model), ``root``."""
+    from imatch_s2ld.synthetic import generate
+
+    root = tmp_path_factory.mktemp("facade_video")
+    generate("default", root, seed=1, progress=False, layouts=("facade",), num_scenes=1, views=2,
+             video_frames=9, eval_views=4, size=(320, 240))
+    video = root / "video" / "facade_0000"
+    return {"frames": video / "frames", "intrinsics": video / "intrinsics.txt",
+            "pairs": video / "eval" / "pairs_with_gt.txt", "gt": video / "gt_sparse", "root": root}

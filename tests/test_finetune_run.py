@@ -36,14 +36,9 @@ FAST = ["--no-progress", "--cpu", "preflight.windows=2", "probe_windows=2", "eva
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
+def scene(facade_video):
     """A 9-frame synthetic video with ground truth (used only by the checks) and 4 held-out views."""
-    root = tmp_path_factory.mktemp("ft")
-    generate("default", root, seed=1, progress=False, layouts=("facade",), num_scenes=1, views=2,
-             video_frames=9, eval_views=4, size=(320, 240))
-    video = root / "video" / "facade_0000"
-    return {"frames": video / "frames", "intrinsics": video / "intrinsics.txt",
-            "pairs": video / "eval" / "pairs_with_gt.txt", "gt": video / "gt_sparse", "root": root}
+    return facade_video
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +125,7 @@ def test_keypoint_reprojection_pulls_detections_not_the_local_dense_stage(window
     assert float(out["skipped"]) == 0, model.last_reason
     assert float(out["num_targets"]) > 50 and 0 < float(out["reproj_px"]) < 3.0
     inputs = model.batch_inputs(_batch(window))  # the same targets as a separate no-gradient pass
-    rec = model.sift_reconstruction(inputs["images"], inputs["K"])
+    rec = model.independent_reconstruction(inputs["images"], inputs["K"])
     matches = match_window(net, inputs["images"], window_pairs(len(inputs["images"])))
     targets = WindowTargets.from_poses(rec, matches, inputs["K"])
     assert int((targets.weight > 0).sum()) == int(out["num_targets"])
@@ -321,7 +316,7 @@ def test_ba_recovers_the_poses_of_a_synthetic_window(scene, window):
     images = window[0]["images"]
     model = FinetuneModel(net, {"geometry_from": "sift"})
     s2ld = match_window(net, images, window_pairs(4))
-    matches = model._geometry(images, window_pairs(4), s2ld)
+    matches = model.geometry_matches(images, window_pairs(4), s2ld)
     rec = reconstruct_window(matches.keypoints, matches.pairs, window.K.double().numpy())
     assert rec.success, rec.reason
     by_name = {im.name: im for im in pycolmap.Reconstruction(str(scene["gt"])).images.values()}

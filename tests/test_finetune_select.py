@@ -39,20 +39,20 @@ def test_usable_windows_are_solved_once_and_reused(windows):
     assert sel["windows"] == len(windows) and sel["usable"] == len(subset) > 0
     assert sel["usable"] + sum(sel["rejected"].values()) == len(windows)
     item = subset[0]
-    cached = model.sift_cache[item["start"]]
+    cached = model.geometry_cache[item["start"]]
     assert cached.success
     out = model(item["images"], item["K"], item["start"])  # the cached reconstruction, not a new one
     assert float(out["skipped"]) == 0, model.last_reason
     assert float(out["ba_rms_px"]) == pytest.approx(float(cached.ba.rms_px))
     assert float(out["time_ba_s"]) < 1e-3
-    fresh = model.sift_reconstruction(item["images"], item["K"])  # deterministic: same poses
+    fresh = model.independent_reconstruction(item["images"], item["K"])  # deterministic: same poses
     assert torch.allclose(fresh.ba.poses, cached.ba.poses, atol=1e-6)
 
 
 def test_no_usable_window_is_a_clear_error(windows):
     model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT),
                           {"geometry_from": "sift", "min_points": 10**6})
-    with pytest.raises(InputError, match=r"no window .* usable SIFT reconstruction .*landmarks"):
+    with pytest.raises(InputError, match=r"no window .* usable sift reconstruction .*landmarks"):
         select_windows(model, windows, {})
 
 

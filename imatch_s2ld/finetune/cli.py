@@ -21,7 +21,7 @@ from typing import Any
 from ..cli import ArgumentParser, run_command
 from ..train.config import build_config
 from ..train.trainer import TrainingInterrupted
-from .geometry import GEOMETRY_SOURCES
+from .geometry import source_argument, source_help
 from .implicit import BA_GRAD_MODES
 
 __all__ = ["build_parser", "main"]
@@ -61,8 +61,9 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     )
     p.add_argument(
         "--geometry-from",
-        choices=GEOMETRY_SOURCES,
-        help="window poses from SIFT tracks (default), the matcher itself, or both",
+        type=source_argument,
+        metavar="SOURCE",
+        help=f"where the window poses come from (default sift): {source_help()}",
     )
     p.add_argument(
         "--ba-grad",

