@@ -38,10 +38,12 @@ def test_usable_windows_are_solved_once_and_reused(windows):
     sel = probe["window_selection"]
     assert sel["windows"] == len(windows) and sel["usable"] == len(subset) > 0
     assert sel["usable"] + sum(sel["rejected"].values()) == len(windows)
+    assert set(subset.reconstructions) == set(subset.indices)  # the geometry travels with the data
+    batch = subset.collate([subset[0]])
+    cached = batch["geometry"][0]
+    assert cached.success and cached is subset.reconstructions[subset.indices[0]]
     item = subset[0]
-    cached = model.geometry_cache[item["start"]]
-    assert cached.success
-    out = model(item["images"], item["K"], item["start"])  # the cached reconstruction, not a new one
+    out = model(**model.batch_inputs(batch))  # the carried reconstruction, not a new one
     assert float(out["skipped"]) == 0, model.last_reason
     assert float(out["ba_rms_px"]) == pytest.approx(float(cached.ba.rms_px))
     assert float(out["time_ba_s"]) < 1e-3

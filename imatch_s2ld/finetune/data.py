@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..errors import InputError
 from ..models.keypoints import COARSE_STRIDE
 from .video import VideoSource
 
-__all__ = ["VideoWindows", "cropped_size", "evenly_spaced", "gray_uint8"]
+__all__ = ["GeometryWindows", "VideoWindows", "cropped_size", "evenly_spaced", "gray_uint8"]
 
 
 def cropped_size(image_size: tuple[int, int]) -> tuple[int, int]:
@@ -90,3 +90,32 @@ class VideoWindows(Dataset):
         w, h = self.size
         images = np.stack([self.video.frame(f)[:h, :w] for f in self.frames(index)])
         return {"images": torch.from_numpy(images)[:, None], "K": self.K.clone(), "start": int(index)}
+
+
+class GeometryWindows(Dataset):
+    """The windows training draws from when their geometry does not depend on the matcher: the usable
+    ``indices`` of ``windows`` and their reconstructions (solved once before training, keyed by window
+    index). Items are the windows' items plus ``"geometry"``: the window's reconstruction
+    (:class:`imatch_s2ld.ba.pipeline.WindowReconstruction`), which :meth:`collate` keeps as a list.
+    """
+
+    def __init__(self, windows: VideoWindows, indices: Sequence[int],
+                 reconstructions: dict[int, Any]) -> None:
+        missing = [i for i in indices if i not in reconstructions]
+        if missing:
+            raise ValueError(f"GeometryWindows: no reconstruction for windows {missing[:5]}")
+        self.windows, self.indices, self.reconstructions = windows, list(indices), dict(reconstructions)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        window = self.indices[index]
+        return {**self.windows[window], "geometry": self.reconstructions[window]}
+
+    @staticmethod
+    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+        """``default_collate`` of everything but ``geometry`` (a list, one per item)."""
+        batch = default_collate([{k: v for k, v in item.items() if k != "geometry"} for item in items])
+        batch["geometry"] = [item["geometry"] for item in items]
+        return batch

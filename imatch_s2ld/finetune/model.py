@@ -162,27 +162,30 @@ class FinetuneModel(nn.Module):
         #: folder for ``skipped_windows_rank{r}.jsonl`` (one line per skipped window) and
         #: ``failed_ba/window_<start>.npz`` (problems whose BA failed); None: not written
         self.skip_log_dir: Path | None = None
-        #: a source independent of the matcher (``sift``, learned, their union): reconstructions by
-        #: window start (:meth:`select_windows` solves each window once before training)
-        self.geometry_cache: dict[int, WindowReconstruction] = {}
+
 
     # ---------------------------------------------------------------- trainer contract
     @staticmethod
     def batch_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-        """A collated window batch (batch size 1) -> ``forward`` keyword arguments."""
+        """A collated window batch (batch size 1) -> ``forward`` keyword arguments (``geometry``: the
+        window's reconstruction when the data carries it, :class:`.data.GeometryWindows`)."""
         images, K = batch["images"], batch["K"]
         if images.dim() != 5 or images.shape[0] != 1:
             raise ValueError(
                 f"fine-tuning takes one window per batch: images (1, N, 1, H, W), got {tuple(images.shape)}"
             )
-        return {"images": images[0], "K": K[0], "start": int(batch["start"][0])}
+        geometry = batch["geometry"][0] if "geometry" in batch else None
+        return {"images": images[0], "K": K[0], "start": int(batch["start"][0]), "geometry": geometry}
 
-    def forward(self, images: Tensor, K: Tensor, start: int = 0) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, K: Tensor, start: int = 0,
+                geometry: WindowReconstruction | None = None) -> dict[str, Tensor]:
         """One window step.
 
         Args:
             images: ``(N, 1, H, W)`` frames in [0, 1] (H, W multiples of 8); K: ``(3, 3)`` intrinsics.
-            start: index of the window's first frame in the video (for log messages).
+            start: index of the window (for log messages).
+            geometry: the window's reconstruction from a source independent of the matcher, solved
+                before training (:meth:`select_windows`); None: solved here.
         Returns:
             ``{"total": 0-d loss, <term>: 0-d detached}`` with the :class:`FinetuneLoss` terms and
             :data:`STAT_KEYS`.
@@ -195,7 +198,7 @@ class FinetuneModel(nn.Module):
             s2ld = _no_matches(images.shape[0], pairs)
         t1 = time.perf_counter()
         if not self.source.uses_matcher:  # solved once before training (select_windows)
-            rec = self.geometry_cache.get(start) or self.independent_reconstruction(images, K)
+            rec = geometry if geometry is not None else self.independent_reconstruction(images, K)
         else:
             geometry = self.geometry_matches(images, pairs, s2ld)
             rec = reconstruct_window(
@@ -265,19 +268,19 @@ class FinetuneModel(nn.Module):
             matches.keypoints, matches.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
         )
 
-    def select_windows(self, windows: Any, progress: bool = False,
-                       indices: Sequence[int] | None = None) -> tuple[list[int], dict[str, int]]:
+    def select_windows(self, windows: Any, progress: bool = False, indices: Sequence[int] | None = None
+                       ) -> tuple[list[int], dict[str, int], dict[int, WindowReconstruction]]:
         """A source independent of the matcher: reconstruct every window of ``windows`` (items as
-        :class:`.data.VideoWindows`; only ``indices`` when given) once, keep those passing the quality
-        gate and cache their reconstructions for :meth:`forward` (training then never draws a window
-        it would skip).
+        :class:`.data.VideoWindows`; only ``indices`` when given) once and keep those passing the
+        quality gate (training then never draws a window it would skip).
 
         Returns:
-            the usable window indices and ``{reason: count}`` of the rejected ones.
+            the usable window indices, ``{reason: count}`` of the rejected ones, and the usable
+            windows' reconstructions by window index (for :class:`.data.GeometryWindows`).
         """
         if self.source.uses_matcher:
             raise ValueError(f"select_windows: geometry source {self.source.name!r} depends on the matcher")
-        keep, rejected = [], {}
+        keep, rejected, recs = [], {}, {}
         indices = range(len(windows)) if indices is None else indices
         if progress:
             from tqdm import tqdm
@@ -291,10 +294,10 @@ class FinetuneModel(nn.Module):
                 ok, reason = self._quality(rec, item["images"].shape[0])
             if ok:
                 keep.append(index)
-                self.geometry_cache[int(item["start"])] = rec
+                recs[int(index)] = rec
             else:
                 rejected[reason_kind(reason)] = rejected.get(reason_kind(reason), 0) + 1
-        return keep, rejected
+        return keep, rejected, recs
 
     @property
     def needs_tracks(self) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..ba.pipeline import reconstruct_window
 from ..conf import merge_conf
@@ -41,7 +41,7 @@ from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from ..train.checkpoint import CHECKPOINT_DIR, LAST
 from ..train.config import save_config
 from ..train.trainer import TRAIN_DEFAULTS, Trainer, create_accelerator
-from .data import VideoWindows, evenly_spaced
+from .data import GeometryWindows, VideoWindows, evenly_spaced
 from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
 from .model import DEFAULT_CONF as MODEL_CONF
@@ -491,8 +491,8 @@ def select_windows(
     """The windows training draws from. When the geometry source does not depend on the matcher
     (``sift``, a learned source, their union), every window is reconstructed once here, the ones
     failing the quality gate are left out (so no step is spent on them) and the others'
-    reconstructions are cached in ``model``. With the matcher's own geometry every window stays
-    (failures are skipped during training).
+    reconstructions travel with the windows (:class:`.data.GeometryWindows`). With the matcher's own
+    geometry every window stays (failures are skipped during training).
 
     Under several processes each solves every ``world``-th window and the results are gathered.
     Writes ``probe["window_selection"] = {"windows", "usable", "rejected": {reason: count}}``.
@@ -507,18 +507,18 @@ def select_windows(
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         # each process solves its share; every process then holds every usable reconstruction
         rank, world = dist.get_rank(), dist.get_world_size()
-        mine, mine_rejected = model.select_windows(windows, progress, range(rank, len(windows), world))
+        mine = model.select_windows(windows, progress, range(rank, len(windows), world))
         shares: list[Any] = [None] * world
-        dist.all_gather_object(shares, (mine, mine_rejected, model.geometry_cache))
-        usable, rejected = [], {}
-        for keep, rej, cache in shares:
+        dist.all_gather_object(shares, mine)
+        usable, rejected, recs = [], {}, {}
+        for keep, rej, share in shares:
             usable += keep
-            model.geometry_cache.update(cache)
+            recs.update(share)
             for k, n in rej.items():
                 rejected[k] = rejected.get(k, 0) + n
         usable.sort()
     else:
-        usable, rejected = model.select_windows(windows, progress)
+        usable, rejected, recs = model.select_windows(windows, progress)
     probe["window_selection"] = {"windows": len(windows), "usable": len(usable), "rejected": rejected}
     logger.info("%s geometry: %d of %d windows usable (%.0f s)%s", model.source.name, len(usable),
                 len(windows), time.perf_counter() - t0, "".join(f"; {n}x {k}" for k, n in rejected.items()))
@@ -529,7 +529,7 @@ def select_windows(
             f"({reasons}); "
             "try a larger --window-spacing, more frames, --intrinsics, or model.min_points=N"
         )
-    return Subset(windows, usable)
+    return GeometryWindows(windows, usable, recs)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -588,8 +588,9 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             len(probe["windows"]),
         )
         train_set = select_windows(model, windows, probe, bool(tconf["progress"]) and main_proc)
-        usable = list(train_set.indices) if isinstance(train_set, Subset) else list(range(len(windows)))
-        check = pseudo_pairs(model, windows, usable, int(conf["self_check_windows"]))
+        usable = train_set.indices if isinstance(train_set, GeometryWindows) else list(range(len(windows)))
+        recs = train_set.reconstructions if isinstance(train_set, GeometryWindows) else {}
+        check = pseudo_pairs(model, windows, usable, int(conf["self_check_windows"]), recs)
         if main_proc:
             out.mkdir(parents=True, exist_ok=True)
             save_config(conf, out / "config.yaml")

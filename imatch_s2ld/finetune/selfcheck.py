@@ -20,7 +20,7 @@ within 2 AUC points (README).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,17 +56,18 @@ class PseudoPair:
                           self.T_0to1, dataset="self_check")
 
 
-def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[int],
-                 count: int) -> list[PseudoPair]:
+def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[int], count: int,
+                 reconstructions: Mapping[int, Any] | None = None) -> list[PseudoPair]:
     """The pairs of ``count`` evenly spaced windows of ``usable`` whose reference reconstruction
-    succeeds, both frames registered. The reference: the training geometry when it does not depend on
-    the matcher (cached by the window selection), else SIFT (solved here)."""
+    succeeds, both frames registered. The reference (:func:`.geometry.reference_source`): the training
+    geometry when it does not depend on the matcher (``reconstructions`` by window index, from the
+    window selection, else solved here), else SIFT (solved here)."""
     if count <= 0 or not usable:
         return []
     pairs = []
     for index in (usable[i] for i in evenly_spaced(len(usable), count)):
         item = windows[index]
-        rec = model.geometry_cache.get(int(item["start"]))
+        rec = (reconstructions or {}).get(index)
         if rec is None:
             rec = model.independent_reconstruction(item["images"], item["K"],
                                                    reference_source(model.conf["geometry_from"]))

@@ -61,6 +61,7 @@ Outputs in ``run_dir``: ``tensorboard/`` (``train/loss``, ``train/<term>``, ``tr
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -212,11 +213,12 @@ class _PositionedSampler(Sampler):
         return len(self.sampler)  # type: ignore[arg-type]
 
 
-def _collate(items: list[tuple[int, Any]]) -> tuple[list[int], Any]:
+def _collate(items: list[tuple[int, Any]], collate: Callable[[list[Any]], Any] = default_collate
+             ) -> tuple[list[int], Any]:
     for _, item in items:
         if isinstance(item, _ItemError):
             return [], item
-    return [idx for idx, _ in items], default_collate([item for _, item in items])
+    return [idx for idx, _ in items], collate([item for _, item in items])
 
 
 def _worker_init(worker_id: int) -> None:
@@ -522,7 +524,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(int(conf["seed"]) * 1009 + rank)
         loader = DataLoader(
             _SeededItems(dataset, int(conf["seed"])), batch_size=int(batch_size), sampler=positioned,
-            num_workers=int(num_workers), collate_fn=_collate, generator=generator,
+            num_workers=int(num_workers), generator=generator,
+            collate_fn=functools.partial(_collate, collate=getattr(dataset, "collate", default_collate)),
             worker_init_fn=_worker_init if num_workers else None, persistent_workers=num_workers > 0,
             pin_memory=acc.device.type == "cuda",
         )
