@@ -200,9 +200,9 @@ class FinetuneModel(nn.Module):
         if not self.source.uses_matcher:  # solved once before training (select_windows)
             rec = geometry if geometry is not None else self.independent_reconstruction(images, K)
         else:
-            geometry = self.geometry_matches(images, pairs, s2ld)
+            matches = self.geometry_matches(images, pairs, s2ld)
             rec = reconstruct_window(
-                geometry.keypoints, geometry.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
+                matches.keypoints, matches.pairs, K.detach().double().cpu(), self.conf["reconstruction"]
             )
         t2 = time.perf_counter()
         stats = window_statistics(rec)
@@ -226,7 +226,7 @@ class FinetuneModel(nn.Module):
         if not self.source.uses_matcher:  # S2LD tracks (if any) triangulated with the BA poses
             targets = WindowTargets.from_poses(rec, s2ld, K)
         else:
-            targets = WindowTargets.from_reconstruction(rec, geometry, s2ld.keypoints.counts)
+            targets = WindowTargets.from_reconstruction(rec, matches, s2ld.keypoints.counts)
         try:
             loss = self.criterion(self.net, images, K, s2ld, targets)
         except ImplicitBAError as err:  # --ba-grad implicit: the re-solve failed on this window
@@ -365,10 +365,12 @@ class FinetuneModel(nn.Module):
     def _independent(self, parts: Sequence[str], images: Tensor,
                      pairs: list[tuple[int, int]]) -> WindowMatches:
         """The union of basic sources other than ``matcher``, in order."""
-        out = None
+        gray, out = gray_uint8(images), None
         for part in parts:
             if part == "sift":
-                m = self._sift(images, pairs)
+                sconf = self.conf["sift"]
+                m = sift_window_matches(gray, pairs, int(sconf["num_features"]), float(sconf["ratio"]),
+                                        float(sconf["contrast_threshold"]))
             else:
                 matcher = self._learned.get(part)
                 if matcher is None:
@@ -377,17 +379,10 @@ class FinetuneModel(nn.Module):
                     options = {"cache_images": 0, **self.conf["lightglue"]}
                     matcher = LightGlueMatcher(part.split("+")[0], **options)
                     self._learned[part] = matcher
-                m = learned_window_matches(matcher.extract, matcher.match_features, gray_uint8(images), pairs)
+                m = learned_window_matches(matcher.extract, matcher.match_features, gray, pairs)
             out = m if out is None else merge_window_matches(out, m)
         assert out is not None
         return out
-
-    def _sift(self, images: Tensor, pairs: list[tuple[int, int]]) -> WindowMatches:
-        sconf = self.conf["sift"]
-        gray = gray_uint8(images)
-        return sift_window_matches(
-            gray, pairs, int(sconf["num_features"]), float(sconf["ratio"]), float(sconf["contrast_threshold"])
-        )
 
     def _quality(self, rec: WindowReconstruction, num_frames: int) -> tuple[bool, str]:
         need = num_frames if self.conf["min_registered"] is None else int(self.conf["min_registered"])

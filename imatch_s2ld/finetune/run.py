@@ -588,9 +588,11 @@ def main(conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
             len(probe["windows"]),
         )
         train_set = select_windows(model, windows, probe, bool(tconf["progress"]) and main_proc)
-        usable = train_set.indices if isinstance(train_set, GeometryWindows) else list(range(len(windows)))
-        recs = train_set.reconstructions if isinstance(train_set, GeometryWindows) else {}
-        check = pseudo_pairs(model, windows, usable, int(conf["self_check_windows"]), recs)
+        if isinstance(train_set, GeometryWindows):
+            check = pseudo_pairs(model, windows, train_set.indices, int(conf["self_check_windows"]),
+                                 train_set.reconstructions)
+        else:
+            check = pseudo_pairs(model, windows, list(range(len(windows))), int(conf["self_check_windows"]))
         if main_proc:
             out.mkdir(parents=True, exist_ok=True)
             save_config(conf, out / "config.yaml")

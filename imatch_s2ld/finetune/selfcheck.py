@@ -66,9 +66,9 @@ def pseudo_pairs(model: FinetuneModel, windows: VideoWindows, usable: Sequence[i
         return []
     pairs = []
     for index in (usable[i] for i in evenly_spaced(len(usable), count)):
-        item = windows[index]
         rec = (reconstructions or {}).get(index)
         if rec is None:
+            item = windows[index]
             rec = model.independent_reconstruction(item["images"], item["K"],
                                                    reference_source(model.conf["geometry_from"]))
         if not rec.success or rec.ba is None:

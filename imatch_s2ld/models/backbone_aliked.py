@@ -146,12 +146,7 @@ class AlikedBackbone(nn.Module):
     def dense_fine(fine: torch.Tensor | PointwiseFeatureMap) -> torch.Tensor:
         """The fine map as a dense (B, fine_dim, H, W) tensor (at ``fine_stride`` 1 the backbone
         returns a :class:`~.sampling.PointwiseFeatureMap`; this evaluates it everywhere)."""
-        if isinstance(fine, torch.Tensor):
-            return fine
-        (b, c, h, w), (x1, x2) = fine.shape, fine.levels
-        up = F.interpolate(x2, scale_factor=2, mode="bilinear", align_corners=False)
-        return fine.head(torch.cat([x1, up], dim=1).permute(0, 2, 3, 1).reshape(-1, x1.shape[1] + x2.shape[1])
-                         ).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return fine if isinstance(fine, torch.Tensor) else fine.dense()
 
     def _score(self, levels: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """ALIKED's score head without the full-resolution 4x32-channel map: its first 1x1

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import read_torch_file
-from .s2ld import S2LD, init_from_lightglue, merge_model_conf
+from .s2ld import S2LD, init_from_lightglue
 
 
 def main(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -30,16 +29,10 @@ def main(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
             that neither the checkpoint nor ``attention.init``'s pretrained file provides.
     """
     path = Path(checkpoint)
-    ckpt = read_torch_file(path, "S2LD checkpoint")
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
-            or not isinstance(ckpt.get("state_dict"), dict):
-        raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
-    conf = merge_model_conf(merge_model_conf(S2LD.default_conf, ckpt["conf"]), overrides)
-    model = S2LD(conf, pretrained=False)
-    init = conf["attention"]["init"]
+    ckpt, model = S2LD.read_checkpoint(path, overrides=overrides)
+    init = model.conf["attention"]["init"]
     from_pretrained = set(init_from_lightglue(model, str(init))) if init is not None else set()
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if unexpected:
         raise InputError(f"{path}: weights the new configuration has no place for: {unexpected[:3]}")
     unfilled = sorted(set(missing) - from_pretrained)

@@ -293,6 +293,26 @@ class S2LD(nn.Module):
         return path
 
     @classmethod
+    def read_checkpoint(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                        overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], S2LD]:
+        """The checkpoint's contents and a model built from its conf plus ``overrides``, weights not
+        loaded (:meth:`from_checkpoint` loads them).
+
+        Raises:
+            InputError: missing or unreadable file, not an S2LD checkpoint, or a bad conf (names the path).
+        """
+        path = Path(path)
+        ckpt = read_torch_file(path, "S2LD checkpoint", map_location)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
+                or not isinstance(ckpt.get("state_dict"), dict):
+            raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
+        try:
+            stored = merge_model_conf(cls.default_conf, ckpt["conf"])  # keys newer than the checkpoint
+            return ckpt, cls(merge_model_conf(stored, overrides), pretrained=False)
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
+
+    @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
                         **overrides: Any) -> S2LD:
         """Rebuild the model from the conf stored in the checkpoint (plus optional conf overrides,
@@ -302,15 +322,7 @@ class S2LD(nn.Module):
             InputError: missing, unreadable or incompatible checkpoint (names the path).
         """
         path = Path(path)
-        ckpt = read_torch_file(path, "S2LD checkpoint", map_location)
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
-                or not isinstance(ckpt.get("state_dict"), dict):
-            raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
-        try:
-            stored = merge_model_conf(cls.default_conf, ckpt["conf"])  # keys newer than the checkpoint
-            model = cls(merge_model_conf(stored, overrides), pretrained=False)
-        except InputError as err:
-            raise InputError(f"{path}: {err}") from None
+        ckpt, model = cls.read_checkpoint(path, map_location, overrides)
         try:
             model.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as err:

@@ -106,6 +106,15 @@ class PointwiseFeatureMap:
         parts = zip(*(lv.chunk(chunks) for lv in self.levels))
         return tuple(PointwiseFeatureMap(list(p), self.strides, self.head, self.channels) for p in parts)
 
+    def dense(self) -> torch.Tensor:
+        """The whole map, (B, C, H, W) (for checks and pictures; sampling never builds it)."""
+        b, c, h, w = self.shape
+        inputs = torch.cat([lv if s == 1 else F.interpolate(lv, scale_factor=s, mode="bilinear",
+                                                            align_corners=False)
+                            for lv, s in zip(self.levels, self.strides)], dim=1)
+        pixels = self.head(inputs.permute(0, 2, 3, 1).reshape(b * h * w, -1))
+        return pixels.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
     def at_pixels(self, b: int, pix: torch.Tensor) -> torch.Tensor:
         """The map at integer pixels (P, 2) (x, y) inside the image, of batch element ``b`` -> (P, C)."""
         h, w = self.size
