@@ -31,6 +31,7 @@ from typing import Any
 from .errors import InputError
 from .finetune.geometry import source_argument, source_help
 from .finetune.report import SUMMARY_KEYS, relative_gain
+from .finetune.results import FinetuneResult
 
 TABLE_HEADER = (
     "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs | failures |"
@@ -191,10 +192,11 @@ def run(conf: DemoConfig) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = value
     ft = finetune(ft_conf)
-    results["target"]["s2ld (shipped)"] = ft["before"]
-    results["target"]["s2ld (fine-tuned)"] = ft["after"]
+    assert ft is not None and ft.checkpoint is not None  # one process, no stop_after_steps
+    results["target"]["s2ld (shipped)"] = ft.before.eval
+    results["target"]["s2ld (fine-tuned)"] = ft.after.eval
     print("[4/5] fine-tuned S2LD on the pretraining-domain pairs", flush=True)
-    tuned = S2LD.from_checkpoint(out / "finetune" / "model.pt")
+    tuned = S2LD.from_checkpoint(ft.checkpoint)
     results["source"]["s2ld (fine-tuned)"] = _eval(
         "s2ld-finetuned",
         data.source_pairs,
@@ -214,7 +216,7 @@ def write_report(
     out: Path,
     conf: DemoConfig,
     results: dict[str, dict[str, dict[str, Any]]],
-    ft: dict[str, Any],
+    ft: FinetuneResult,
     seconds: float,
     baseline_seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
@@ -225,8 +227,8 @@ def write_report(
         g = relative_gain(r["s2ld (shipped)"], r["s2ld (fine-tuned)"]) or {}
         gains[domain] = {k: None if v is None else 100 * v for k, v in g.items()}
     protocol = results["target"]["s2ld (fine-tuned)"]["protocol"]
-    f = ft["finetune"]
-    pb = ft["ba_probe"]["before"]
+    f, ftr = ft.report["finetune"], ft.report
+    probe_windows = len(ft.before.probe.windows)
     lines = [
         "# imatch_s2ld demo: self-supervised fine-tuning on a new domain",
         "",
@@ -234,14 +236,14 @@ def write_report(
         f"{conf.size[0]}x{conf.size[1]}), pretraining domain `{conf.source_preset}`; seed {conf.seed}; "
         f"whole run {seconds:.0f} s.",
         "",
-        f"Fine-tuning: {f['steps']} steps from the shipped checkpoint, geometry from `{conf.geometry_from}`, "
-        f"{_selection(f)}; BA RMS of S2LD's tracks on the {_common(ft['ba_probe'], pb['windows'])} "
-        "(detected keypoints), "
-        f"{_common(ft.get('ba_probe_predictions') or {}, pb['windows'], short=True)} (output matches). "
+        f"Fine-tuning: {ft.training.steps} steps from the shipped checkpoint, geometry from "
+        f"`{conf.geometry_from}`, {_selection(ft)}; BA RMS of S2LD's tracks on the "
+        f"{_common(ftr['ba_probe'], probe_windows)} (detected keypoints), "
+        f"{_common(ftr['ba_probe_predictions'], probe_windows, short=True)} (output matches). "
         "Details: [finetune/report.md](finetune/report.md).",
         "",
-        *_self_check_line(ft.get("self_check")),
-        *_track_check_line(ft.get("track_check")),
+        *_self_check_line(ftr["self_check"]),
+        *_track_check_line(ftr["track_check"], (ftr["self_check"] or {}).get("reference", "sift")),
         f"Pose estimator: {protocol['estimator_description']}; pose error = max(rotation, "
         "translation-direction angle); AUC in percent; precision = matches with squared symmetric "
         "epipolar distance < "
@@ -268,7 +270,7 @@ def write_report(
             "",
         ]
     lines += ["![training](finetune/training.png)", ""]
-    lines += [f"![{Path(p).stem}](finetune/{p})" for p in ft["pictures"][:2]]
+    lines += [f"![{p.stem}](finetune/{p.relative_to(ft.inputs.out)})" for p in ft.pictures[:2]]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     report = {
         "target_preset": conf.target_preset,
@@ -282,10 +284,10 @@ def write_report(
         },
         "relative_gain_percent": gains,
         "finetune": f,
-        "ba_probe": ft["ba_probe"],
-        "ba_probe_predictions": ft.get("ba_probe_predictions"),
-        "self_check": ft.get("self_check"),
-        "track_check": ft.get("track_check"),
+        "ba_probe": ftr["ba_probe"],
+        "ba_probe_predictions": ftr["ba_probe_predictions"],
+        "self_check": ftr["self_check"],
+        "track_check": ftr["track_check"],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -296,25 +298,27 @@ def _self_check_line(sc: dict[str, Any] | None) -> list[str]:
         return []
     b, a = sc["before"], sc["after"]
     return [f"Label-free self-check on the unlabeled video itself (AUC@5/10/20 on {b['num_pairs']} pairs of "
-            "its windows against their SIFT bundle-adjustment poses): "
+            f"its windows against their {sc['reference']} bundle-adjustment poses): "
             f"{b['auc@5']:.1f} / {b['auc@10']:.1f} / {b['auc@20']:.1f} -> "
             f"{a['auc@5']:.1f} / {a['auc@10']:.1f} / {a['auc@20']:.1f}.", ""]
 
 
-def _track_check_line(tc: dict[str, Any] | None) -> list[str]:
+def _track_check_line(tc: dict[str, Any] | None, reference: str) -> list[str]:
     if not tc or not tc["common"]["observations"]:
         return []
     c = tc["common"]
-    return [f"Reprojection error of S2LD's output tracks at the SIFT BA poses of those windows (no labels; "
+    return [f"Reprojection error of S2LD's output tracks at the {reference} BA poses of those windows "
+            "(no labels; "
             f"the {c['observations']} observations of the tracks both matchers keep): RMS "
             f"{c['obs_rms_px_before']:.3f} -> {c['obs_rms_px_after']:.3f} px, median "
             f"{c['obs_median_px_before']:.3f} -> {c['obs_median_px_after']:.3f} px.", ""]
 
 
-def _selection(f: dict[str, Any]) -> str:
-    sel = f.get("window_selection")
-    usable = f"{sel['usable']} of {sel['windows']} windows usable (SIFT quality gate), " if sel else ""
-    return f"{usable}{f['skipped_windows']} skipped during training"
+def _selection(ft: FinetuneResult) -> str:
+    sel = ft.selection
+    usable = "" if sel.usable is None else (
+        f"{len(sel.usable)} of {sel.windows} windows usable ({sel.source} quality gate), ")
+    return f"{usable}{sum(ft.training.skip_reasons.values())} skipped during training"
 
 
 def _common(probe: dict[str, Any], total: int, short: bool = False) -> str:

@@ -32,7 +32,7 @@ def test_demo_writes_the_whole_story(tmp_path):
     text = (out / "report.md").read_text()
     assert "| s2ld (fine-tuned) |" in text and "held-out video" in text
     assert report["self_check"]["after"]["num_pairs"] > 0 and "Label-free self-check" in text
-    assert report["track_check"]["common"]["observations"] > 0 and "output tracks at the SIFT BA" in text
+    assert report["track_check"]["common"]["observations"] > 0 and "output tracks at the sift BA" in text
 
 
 def test_demo_bad_baseline_is_one_line_error(tmp_path, capsys):

@@ -12,7 +12,8 @@ from imatch_s2ld.conf import merge_conf
 from imatch_s2ld.finetune import open_video, resolve_intrinsics
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.model import FinetuneModel
-from imatch_s2ld.finetune.run import DEFAULT_CONF, _parabola_vertex, preflight
+from imatch_s2ld.finetune.probe import _parabola_vertex, preflight
+from imatch_s2ld.finetune.run import DEFAULT_CONF
 from imatch_s2ld.models.s2ld import S2LD
 from imatch_s2ld.synthetic import generate
 
@@ -40,9 +41,9 @@ def test_refine_focal_recovers_the_true_focal_from_the_prior(video: Path, tiny_c
     # SIFT geometry: the window's tracks do not depend on S2LD, so its random tiny weights do
     model = FinetuneModel(S2LD.from_checkpoint(tiny_checkpoint), {"geometry_from": "sift"})
     conf = merge_conf(DEFAULT_CONF, {"refine_focal": True, "preflight": {"windows": 1}})
-    K, report = preflight(model, windows, intr, conf)
+    pre = preflight(model, windows, intr, conf)
 
-    search = report["focal_search"]
+    K, search = pre.K, pre.focal_search
     assert abs(K[0, 0] / true_fx - 1) < 0.05, search
     assert K[1, 1] == K[0, 0] and np.allclose(K[:2, 2], intr.K[:2, 2]) and K[2, 2] == 1
     assert search["fx"] == pytest.approx(K[0, 0], abs=0.01) and search["prior_fx"] == intr.K[0, 0]

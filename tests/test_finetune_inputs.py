@@ -426,7 +426,7 @@ def test_resolve_rescales_a_stated_size(tmp_path):
 # --------------------------------------------------------------------------------------------- windows
 def test_windows_of_several_spacings(tmp_path):
     from imatch_s2ld.finetune.data import VideoWindows
-    from imatch_s2ld.finetune.run import window_spacings
+    from imatch_s2ld.finetune.inputs import window_spacings
 
     write_frames(tmp_path, [f"{k:03d}.png" for k in range(10)], size=(40, 32))
     video = open_video(tmp_path)

@@ -495,8 +495,15 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
     first = sorted(frames.glob("*.png"))[0]
     for i in range(8):
         shutil.copy(first, static / f"{i}.png")
+    noise = tmp / "noise"  # nothing to match: no source reconstructs a window
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        cv2.imwrite(str(noise / f"{i}.png"), rng.integers(0, 256, (120, 160), dtype=np.uint8))
     bad_k = tmp / "K.txt"
     bad_k.write_text("1 0 0\n0 1\n")
+    a_file = tmp / "a_file"
+    a_file.write_text("x")
     bad_ckpt = tmp / "bad.pt"
     bad_ckpt.write_bytes(b"not a checkpoint")
     v = ["--intrinsics", intr]
@@ -521,16 +528,25 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "negative loss weight": (["--video", str(frames), *v, "model.loss.matching_weight=-1"],
                                  "model.loss.matching_weight: expected a number >= 0"),
         "no usable window": (["--video", str(frames), *v, "model.min_registered=99"], "no window of"),
+        "nothing reconstructs": (["--video", str(noise), *v], "windows could be reconstructed with "
+                                 "--geometry-from sift (sift: 2x "),
+        "nothing reconstructs, union": (["--video", str(noise), *v, "--geometry-from", "both"],
+                                        "--geometry-from both (matcher: 2x "),
+        "--out is a file": (["--video", str(frames), *v], "a_file: --out is a file"),
     }
 
 
 def test_bad_input_one_line_exit_2_nothing_written(scene, tmp_path, capsys):
     cases = _bad_inputs(scene, tmp_path / "in")
     for name, (args, needle) in cases.items():
-        out = tmp_path / "out" / name.replace(" ", "_")
+        out = tmp_path / "out" / name.replace(" ", "_").replace(",", "")
+        if name == "--out is a file":
+            out = tmp_path / "in" / "a_file"
         rc = main([*args, "--out", str(out), *FAST])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2, name
         assert len(err) == 1 and err[0].startswith("finetune_unlabeled.py: error:"), (name, err)
         assert needle in err[0], (name, err[0])
-        assert not out.exists(), name
+        assert not out.exists() or out.is_file(), name
+        if name.startswith("nothing reconstructs, union"):
+            assert "; sift: 2x " in err[0], err[0]  # the reasons of each source of the union

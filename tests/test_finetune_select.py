@@ -10,6 +10,7 @@ from imatch_s2ld.errors import InputError
 from imatch_s2ld.finetune import open_video, resolve_intrinsics
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.model import FinetuneModel, reason_kind
+from imatch_s2ld.finetune.results import ProbeBA
 from imatch_s2ld.finetune.run import select_windows
 from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from imatch_s2ld.synthetic import generate
@@ -33,10 +34,10 @@ def test_reason_kind_drops_numbers_and_details():
 def test_usable_windows_are_solved_once_and_reused(windows):
     model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT),
                           {"geometry_from": "sift", "min_points": 20})
-    probe: dict = {}
-    subset = select_windows(model, windows, probe)
-    sel = probe["window_selection"]
+    selection = select_windows(model, windows)
+    subset, sel = selection.train_set, selection.summary()
     assert sel["windows"] == len(windows) and sel["usable"] == len(subset) > 0
+    assert selection.source == "sift" and selection.usable == subset.indices
     assert sel["usable"] + sum(sel["rejected"].values()) == len(windows)
     assert set(subset.reconstructions) == set(subset.indices)  # the geometry travels with the data
     batch = subset.collate([subset[0]])
@@ -55,22 +56,26 @@ def test_no_usable_window_is_a_clear_error(windows):
     model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT),
                           {"geometry_from": "sift", "min_points": 10**6})
     with pytest.raises(InputError, match=r"no window .* usable sift reconstruction .*landmarks"):
-        select_windows(model, windows, {})
+        select_windows(model, windows)
 
 
 def test_matcher_geometry_keeps_every_window(windows):
     model = FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"geometry_from": "matcher"})
-    probe: dict = {}
-    assert select_windows(model, windows, probe) is windows and "window_selection" not in probe
+    selection = select_windows(model, windows)
+    assert selection.train_set is windows and selection.usable is None and selection.summary() is None
+
+
+def _probe(rows: list[dict]) -> ProbeBA:
+    return ProbeBA(rows, sum(r["success"] for r in rows), None, None, None, None)
 
 
 def test_probe_common_compares_the_same_windows():
     from imatch_s2ld.finetune.report import probe_common
 
-    before = {"windows": [{"window": 0, "success": True, "ba_rms_px": 0.4, "num_points": 100},
-                          {"window": 5, "success": False, "ba_rms_px": None, "num_points": None}]}
-    after = {"windows": [{"window": 0, "success": True, "ba_rms_px": 0.3, "num_points": 120},
-                         {"window": 5, "success": True, "ba_rms_px": 0.9, "num_points": 50}]}
+    before = _probe([{"window": 0, "success": True, "ba_rms_px": 0.4, "num_points": 100},
+                     {"window": 5, "success": False, "ba_rms_px": None, "num_points": None}])
+    after = _probe([{"window": 0, "success": True, "ba_rms_px": 0.3, "num_points": 120},
+                    {"window": 5, "success": True, "ba_rms_px": 0.9, "num_points": 50}])
     c = probe_common(before, after)  # window 5 (reconstructed only after) stays out of both means
     assert c == {"windows": 1, "ba_rms_px_before": 0.4, "ba_rms_px_after": 0.3,
                  "num_points_before": 100.0, "num_points_after": 120.0, "observations": 0,
@@ -85,8 +90,8 @@ def test_probe_common_compares_the_same_observations():
     from imatch_s2ld.finetune.report import probe_common
 
     def row(obs):
-        return {"windows": [{"window": 0, "success": True, "ba_rms_px": 1.0, "num_points": 3,
-                             "observations": obs}]}
+        return _probe([{"window": 0, "success": True, "ba_rms_px": 1.0, "num_points": 3,
+                        "observations": obs}])
 
     before = row([[0, 1, 10.0, 20.0, 0.3], [1, 1, 10.0, 20.0, 0.4], [1, 2, 30.0, 40.0, 2.0],
                   [2, 7, 50.0, 50.0, 1.0]])

@@ -178,13 +178,17 @@ def test_resume_gives_identical_next_steps(tmp_path: Path, syn: Path) -> None:
     straight = main(_conf(tmp_path / "a", syn, max_steps=4))
     first = main(_conf(tmp_path / "b", syn, max_steps=4, stop_after_steps=2))
     assert not first.finished and first.step == 2 and first.model_path is None
+    log = tmp_path / "b" / "train_log.jsonl"
+    with open(log, "a") as f:  # a run killed after logging step 3 but before its next checkpoint
+        f.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")
     resumed = main(_conf(tmp_path / "b", syn, max_steps=4, resume=True))
     assert resumed.finished and resumed.step == 4
     losses = [h["loss"] for h in straight.history]
-    assert [h["step"] for h in resumed.history] == [3, 4]
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4]  # the whole run, step 3 once
+    assert [json.loads(r)["step"] for r in log.read_text().splitlines()] == [1, 2, 3, 4]
     assert [h["loss"] for h in first.history] == pytest.approx(losses[:2], rel=1e-6)
-    assert [h["loss"] for h in resumed.history] == pytest.approx(losses[2:], rel=1e-6)
-    assert [h["lr"] for h in resumed.history] == pytest.approx([h["lr"] for h in straight.history[2:]])
+    assert [h["loss"] for h in resumed.history] == pytest.approx(losses, rel=1e-6)
+    assert [h["lr"] for h in resumed.history] == pytest.approx([h["lr"] for h in straight.history])
     for k, v in torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"].items():
         torch.testing.assert_close(v, torch.load(tmp_path / "b" / "model.pt", weights_only=True)
                                    ["state_dict"][k])

@@ -92,7 +92,8 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
 
 def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The run configuration: defaults <- ``--config`` <- options <- dotted overrides."""
-    from .run import DEFAULT_CONF, baseline_names, window_spacings
+    from .inputs import baseline_names, window_spacings
+    from .run import DEFAULT_CONF
 
     options: dict[str, Any] = {
         "video": args.video,
@@ -149,13 +150,14 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
     conf = conf_from_args(args)
     try:
-        report = run_main(conf)
+        result = run_main(conf)
     except TrainingInterrupted as err:
         print(f"finetune: {err}", file=sys.stderr, flush=True)
         return err.exit_code
     except KeyboardInterrupt:
         print("finetune: interrupted (nothing saved)", file=sys.stderr, flush=True)
         return 130
+    report = result.report if result is not None else {}
     if rank == 0 and not report:
         print(f"stopped early: continue with --resume (checkpoint in {conf['out']}/checkpoints)")
     elif rank == 0:
@@ -170,14 +172,17 @@ def _run(args: argparse.Namespace, rank: int) -> int:
             print(f"AUC@5/10/20 {name} (baseline): {s['auc@5']:.1f}/{s['auc@10']:.1f}/{s['auc@20']:.1f}")
         sc = report.get("self_check")
         if sc:
-            print("self-check on the video (no labels; AUC@5/10/20 against SIFT BA poses, {} pairs): "
+            print("self-check on the video (no labels; AUC@5/10/20 against {} BA poses, {} pairs): "
                   "{:.1f}/{:.1f}/{:.1f} -> {:.1f}/{:.1f}/{:.1f}".format(
-                      sc["before"]["num_pairs"], *(sc[stage][k] for stage in ("before", "after")
-                                                   for k in ("auc@5", "auc@10", "auc@20"))))
+                      sc["reference"], sc["before"]["num_pairs"],
+                      *(sc[stage][k] for stage in ("before", "after")
+                        for k in ("auc@5", "auc@10", "auc@20"))))
         tc = report.get("track_check")
         if tc and tc["common"]["observations"]:
             c = tc["common"]
-            print(f"output tracks at the SIFT BA poses (no labels; {c['observations']} common observations): "
+            ref = (sc or {}).get("reference", "sift")
+            print(f"output tracks at the {ref} BA poses (no labels; {c['observations']} common "
+                  "observations): "
                   f"reprojection RMS {c['obs_rms_px_before']:.3f} -> {c['obs_rms_px_after']:.3f} px, median "
                   f"{c['obs_median_px_before']:.3f} -> {c['obs_median_px_after']:.3f} px")
         for key, what in (("ba_probe", "detected keypoints"), ("ba_probe_predictions", "output matches")):

@@ -47,7 +47,9 @@ from .loss import DEFAULT_CONF as LOSS_CONF
 from .loss import TERM_KEYS, FinetuneLoss, WindowTargets
 from .window import WindowMatches, match_window, window_matches, window_pairs
 
-__all__ = ["DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_kind", "window_statistics"]
+__all__ = [
+    "DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_kind", "skip_reasons", "window_statistics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +135,19 @@ def reason_kind(reason: str) -> str:
     """A skip reason as a category: its text before any parenthesis, numbers as N
     (``weak: 26 landmarks (need 80)`` -> ``weak: N landmarks``)."""
     return re.sub(r"\d+(\.\d+)?", "N", reason.split("(")[0].strip().rstrip(":"))
+
+
+def skip_reasons(folder: Path) -> dict[str, int]:
+    """Windows skipped during training per kind of reason (:func:`reason_kind`), every rank's
+    ``skipped_windows_rank*.jsonl`` in ``folder`` (:attr:`FinetuneModel.skip_log_dir`), most frequent
+    first."""
+    counts: dict[str, int] = {}
+    for path in sorted(Path(folder).glob("skipped_windows_rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                key = reason_kind(json.loads(line)["reason"])
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 class FinetuneModel(nn.Module):
@@ -361,6 +376,12 @@ class FinetuneModel(nn.Module):
             return self._independent(self.source.parts, images, pairs)
         rest = self.source.parts[1:]
         return merge_window_matches(s2ld, self._independent(rest, images, pairs)) if rest else s2ld
+
+    def part_matches(self, part: str, images: Tensor, pairs: list[tuple[int, int]]) -> WindowMatches:
+        """One basic source's keypoints and matches of the window (``matcher``: S2LD's, no gradient)."""
+        if part == "matcher":
+            return match_window(self.net, images, pairs, float(self.conf["min_confidence"]))
+        return self._independent((part,), images, pairs)
 
     def _independent(self, parts: Sequence[str], images: Tensor,
                      pairs: list[tuple[int, int]]) -> WindowMatches:

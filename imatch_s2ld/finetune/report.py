@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,12 @@ from ..eval.viz import draw_matches
 from ..models.s2ld import S2LD
 from .data import VideoWindows
 from .geometry import reference_source
-from .intrinsics import Intrinsics
-from .model import reason_kind
+from .results import FinetuneResult, ProbeBA
 
 __all__ = [
     "SUMMARY_KEYS",
     "draw_video_pairs",
-    "read_log",
+    "probe_common",
     "stack_pictures",
     "training_statistics",
     "write_report",
@@ -52,18 +50,6 @@ SUMMARY_KEYS = (
     "num_pairs",
     "num_failures",
 )
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``*.jsonl`` log (the last row per step wins: a resumed run may repeat steps)."""
-    if not path.is_file():
-        return []
-    rows: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[int(row.get("step", len(rows)))] = row
-    return [rows[k] for k in sorted(rows)]
 
 
 def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
@@ -90,17 +76,6 @@ def training_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         stats[f"{key}_first"] = _mean(first, key)
         stats[f"{key}_last"] = _mean(last, key)
     return stats
-
-
-def skip_reasons(out: Path) -> dict[str, int]:
-    """Skipped windows per kind of reason (its text before any parenthesis, numbers as N), all ranks."""
-    counts: dict[str, int] = {}
-    for path in sorted(out.glob("skipped_windows_rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                key = reason_kind(json.loads(line)["reason"])  # one category per kind of failure
-                counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def relative_gain(
@@ -212,65 +187,44 @@ def plot_training(
 
 
 # --------------------------------------------------------------------------------------- report
-def _summary(s: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if s is None else dict(s)
-
-
-def write_report(
-    out: Path,
-    conf: Mapping[str, Any],
-    intr: Intrinsics,
-    K: np.ndarray,
-    preflight: Mapping[str, Any],
-    before: Mapping[str, Any],
-    after: Mapping[str, Any],
-    result: Any,
-    seconds: float,
-    baselines: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png``; return the JSON.
-
-    ``baselines``: name -> evaluation summary of other matchers on the same pairs
-    (:func:`.run.evaluate_baselines`).
-    """
-    rows = read_log(out / "train_log.jsonl")
-    validation = read_log(out / "val.jsonl")
-    b_eval, a_eval = _summary(before.get("eval")), _summary(after.get("eval"))
+def write_report(run: FinetuneResult) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png`` into the run's output
+    folder; return the JSON (also stored in ``run.report``, the pictures in ``run.pictures``)."""
+    inputs, conf, out = run.inputs, run.inputs.conf, run.inputs.out
+    tr = run.training.result
+    rows, validation = tr.history, tr.validation
+    b_eval, a_eval = run.before.eval, run.after.eval
     stats = training_statistics(rows)
-    plot = plot_training(
-        rows,
-        validation,
-        out / "training.png",
-        b_eval["auc@10"] if b_eval else None,
-        a_eval["auc@10"] if a_eval else None,
-    )
-    pictures = _before_after_pictures(out)
-    reasons = skip_reasons(out)
+    plot = plot_training(rows, validation, out / "training.png", b_eval["auc@10"] if b_eval else None,
+                         a_eval["auc@10"] if a_eval else None)
+    run.pictures = _before_after_pictures(out)
+    reasons = run.training.skip_reasons
+    search = run.preflight.focal_search
     report = {
         "before": b_eval,
         "after": a_eval,
         "gain": relative_gain(b_eval, a_eval),
-        "baselines": {name: dict(s) for name, s in (baselines or {}).items()},
+        "baselines": {name: dict(s) for name, s in run.baselines.items()},
         "ba_probe": {
-            "before": _probe_summary(before.get("probe")),
-            "after": _probe_summary(after.get("probe")),
-            "common": probe_common(before.get("probe"), after.get("probe")),
+            "before": run.before.probe.summary(),
+            "after": run.after.probe.summary(),
+            "common": probe_common(run.before.probe, run.after.probe),
         },
         "ba_probe_predictions": {
-            "before": _probe_summary(before.get("probe_predictions")),
-            "after": _probe_summary(after.get("probe_predictions")),
-            "common": probe_common(before.get("probe_predictions"), after.get("probe_predictions")),
+            "before": run.before.probe_predictions.summary(),
+            "after": run.after.probe_predictions.summary(),
+            "common": probe_common(run.before.probe_predictions, run.after.probe_predictions),
         },
-        "self_check": _self_check(before.get("self_check"), after.get("self_check"),
+        "self_check": _self_check(run.before.self_check, run.after.self_check,
                                   reference_source(conf["model"]["geometry_from"])),
-        "track_check": _track_check(before.get("track_check"), after.get("track_check")),
+        "track_check": _track_check(run.before.track_check, run.after.track_check),
         "finetune": {
             **stats,
-            "num_processes": int(result.num_processes),
-            "windows": int(stats["steps"]) * int(result.num_processes),
+            "num_processes": int(tr.num_processes),
+            "windows": int(stats["steps"]) * int(tr.num_processes),
             "skipped_windows": sum(reasons.values()),
             "skip_reasons": reasons,
-            "window_selection": preflight.get("window_selection"),
+            "window_selection": run.selection.summary(),
             "geometry_from": conf["model"]["geometry_from"],
             "window": dict(conf["window"]),
             "lr": conf["train"]["lr"],
@@ -278,35 +232,36 @@ def write_report(
         },
         "validation": validation,
         "intrinsics": {
-            "source": intr.source,
-            "description": intr.description,
-            "K": np.asarray(K).tolist(),
-            "refined": (preflight.get("focal_search") or {}).get("factor") is not None,
-            "focal_search": preflight.get("focal_search"),  # run.refine_focal: every factor and its cost
+            "source": inputs.intrinsics.source,
+            "description": inputs.intrinsics.description,
+            "K": np.asarray(run.preflight.K).tolist(),
+            "refined": (search or {}).get("factor") is not None,
+            "focal_search": search,  # probe.refine_focal: every factor and its cost
         },
-        "preflight": {"success": preflight["success"], "windows": len(preflight["windows"])},
+        "preflight": {"success": run.preflight.probe.success, "windows": len(run.preflight.probe.windows)},
         "video": str(conf["video"]),
         "init": str(conf["init"] or "shipped default"),
-        "checkpoint": str(result.model_path) if result.model_path else None,
+        "checkpoint": str(tr.model_path) if tr.model_path else None,
         "plots": [plot.name],
-        "pictures": [str(p.relative_to(out)) for p in pictures],
-        "seconds": seconds,
+        "pictures": [str(p.relative_to(out)) for p in run.pictures],
+        "seconds": run.seconds,
     }
     write_json(out / "report.json", report)
     (out / "report.md").write_text(_markdown(report))
+    run.report = report
     return report
 
 
-def probe_common(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def probe_common(before: ProbeBA | None, after: ProbeBA | None) -> dict[str, Any] | None:
     """Mean BA RMS (px) and landmarks over the probe windows reconstructed by **both** matchers (a window
     only one of them reconstructs does not bias the mean), and the strictly like-for-like comparison:
     the RMS and median reprojection error over the observations that are inliers of both BAs (the same
-    anchor keypoint in the same frame: ``observations`` of :func:`.run.probe_ba`); the window means
+    anchor keypoint in the same frame: ``observations`` of :func:`.probe.probe_ba`); the window means
     also change with the set of landmarks each matcher brings, these do not."""
     if not before or not after:
         return None
-    ok_b = {r["window"]: r for r in before["windows"] if r["success"]}
-    ok_a = {r["window"]: r for r in after["windows"] if r["success"]}
+    ok_b = {r["window"]: r for r in before.windows if r["success"]}
+    ok_a = {r["window"]: r for r in after.windows if r["success"]}
     common = sorted(set(ok_b) & set(ok_a))
     if not common:
         return {"windows": 0, "ba_rms_px_before": None, "ba_rms_px_after": None,
@@ -356,14 +311,6 @@ def common_observations(before: Sequence[Sequence[float]],
 
 def _rms(values: list[float]) -> float | None:
     return float(np.sqrt(np.mean(np.square(values)))) if values else None
-
-
-def _probe_summary(probe: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if probe is None:
-        return None
-    return {k: probe[k] for k in ("success", "ba_rms_init_px", "ba_rms_px", "num_points", "inlier_ratio")} | {
-        "windows": len(probe["windows"])
-    }
 
 
 def _spacing(value: Any) -> str:
@@ -445,13 +392,14 @@ def _markdown(r: Mapping[str, Any]) -> str:
             "",
         ]
     tc = r.get("track_check")
+    ref = (sc or {}).get("reference", "sift")
     if tc:
         b, a, c = tc["before"], tc["after"], tc["common"]
         lines += [
-            "## Reprojection error of the output tracks at the SIFT BA solution (no labels)",
+            f"## Reprojection error of the output tracks at the {ref} BA solution (no labels)",
             "",
             f"Tracks of S2LD's output matches from the first frame of the self-check windows "
-            f"({b['windows']}), triangulated with the windows' SIFT BA poses held fixed, tracks with every "
+            f"({b['windows']}), triangulated with the windows' {ref} BA poses held fixed, tracks with every "
             f"error below 4 px: {b['tracks']} -> {a['tracks']} tracks, RMS {_fmt(b['rms_px'], '.3f')} -> "
             f"{_fmt(a['rms_px'], '.3f')} px, median {_fmt(b['median_px'], '.3f')} -> "
             f"{_fmt(a['median_px'], '.3f')} px; on the {c['observations']} observations of the tracks "

@@ -1,6 +1,8 @@
-"""Label-free check on the video itself: relative-pose AUC of the matcher against SIFT BA poses.
+"""Label-free check on the video itself: relative-pose AUC of the matcher against reference BA poses.
 
-A user fine-tuning on their own video has no ground truth, but the SIFT bundle adjustment of a
+The reference is the training geometry when it does not depend on the matcher, else SIFT
+(:func:`.geometry.reference_source`; named in the report as ``self_check.reference``); below "SIFT"
+stands for it. A user fine-tuning on their own video has no ground truth, but the SIFT bundle adjustment of a
 window (4 frames, hundreds of tracks) gives relative poses an order of magnitude more precise than
 two-view estimates (README: true correspondences lie 0.09 px from its epipolar lines on the synthetic
 target video). :func:`pseudo_pairs` takes the frame pairs of evenly spaced usable windows with their BA

@@ -52,8 +52,9 @@ Decisions (see also :mod:`.checkpoint`):
   ``step``, ``best_metric`` and ``best_value`` stored with it; a resumed run keeps improving on it).
 
 Outputs in ``run_dir``: ``tensorboard/`` (``train/loss``, ``train/<term>``, ``train/lr``,
-``train/pairs_per_s``, ``train/grad_norm``, ``val/...``), ``train_log.jsonl`` (the logged rows),
-``val.jsonl``, ``checkpoints/last.pt`` (every ``save_every`` steps, at the end, on interrupt),
+``train/pairs_per_s``, ``train/grad_norm``, ``val/...``), ``train_log.jsonl`` (the logged rows;
+a resumed run first drops the rows logged after its checkpoint, so each step appears once),
+``val.jsonl`` (likewise), ``checkpoints/last.pt`` (every ``save_every`` steps, at the end, on interrupt),
 ``model.pt`` (at the end), ``best.pt`` (see validation), and with ``record_indices``
 ``indices_rank{r}.txt`` (dataset indices of every micro-batch per rank, for checking the sharding).
 """
@@ -149,7 +150,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` did: final step, files written, the logged rows."""
+    """What :meth:`Trainer.fit` did: final step, files written, the logged rows (``history``,
+    ``validation``: every row of the run, those before a resume included)."""
 
     run_dir: Path
     step: int
@@ -370,6 +372,20 @@ class Trainer:
         self.checkpoint_path = self.run_dir / CHECKPOINT_DIR / LAST
 
     # ------------------------------------------------------------------ helpers
+    def _resume_log(self, name: str, step: int) -> list[dict[str, Any]]:
+        """The rows of log ``name`` up to ``step``; on the main process the file is rewritten
+        (atomically) without the rows after it, which the resumed run logs again."""
+        path = self.run_dir / name
+        if not path.is_file():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if int(r.get("step", 0)) <= step]
+        if self.accelerator.is_main_process:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            os.replace(tmp, path)
+        return rows
+
     def _log_row(self, name: str, row: Mapping[str, Any]) -> None:
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
         with open(self.run_dir / name, "a") as f:  # strict JSON: NaN/inf written as null
@@ -548,6 +564,9 @@ class Trainer:
             set_seed(int(conf["seed"]) + rank + 7919 * step)
 
         result = TrainResult(self.run_dir, step, self.checkpoint_path, None, num_processes=world)
+        if conf["resume"]:  # the run's rows before the resume, without the ones logged after the checkpoint
+            result.history = self._resume_log("train_log.jsonl", step)
+            result.validation = self._resume_log("val.jsonl", step)
         max_steps = int(conf["max_steps"])
         session_end = max_steps if conf["stop_after_steps"] is None \
             else min(max_steps, step + int(conf["stop_after_steps"]))
