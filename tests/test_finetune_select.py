@@ -103,3 +103,16 @@ def test_probe_common_compares_the_same_observations():
     assert c["obs_rms_px_after"] == pytest.approx((0.5 * 0.3**2) ** 0.5)
     assert c["obs_median_px_before"] == pytest.approx(0.35)
     assert c["obs_median_px_after"] == pytest.approx(0.15)
+
+
+def test_training_statistics_flag_a_collapsing_matcher():
+    from imatch_s2ld.finetune.report import collapsed, training_statistics
+
+    steady = [{"step": i + 1, "s2ld_matches": 800.0 + i, "num_tracks": 270.0} for i in range(10)]
+    stats = training_statistics(steady)
+    assert stats["s2ld_matches_first"] == pytest.approx(800.5) and stats["s2ld_matches_last"] == 808.5
+    assert stats["collapse"] is False and stats["num_tracks_last"] == 270.0
+    falling = [{"step": i + 1, "s2ld_matches": 800.0 / (i + 1)} for i in range(10)]
+    assert training_statistics(falling)["collapse"] is True
+    assert training_statistics([{"step": 1, "loss": 1.0}])["collapse"] is None  # not logged: no verdict
+    assert collapsed(100.0, 201.0) is True and collapsed(100.0, 51.0) is False and collapsed(0.0, 5.0) is None

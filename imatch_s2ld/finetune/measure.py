@@ -1,9 +1,11 @@
-"""Geometry sources measured against ground truth: ``python scripts/measure_geometry_sources.py``.
+"""Geometry sources measured on a video: ``python scripts/measure_geometry_sources.py VIDEO``.
 
-For a video with ground-truth poses (a generated scene's ``gt_sparse/``, COLMAP), every source
-reconstructs the same evenly spaced windows; per source: the windows that reconstruct and pass the
-fine-tuning quality gate, and the window BA's relative-pose errors (rotation and translation
-direction, degrees, over every registered frame pair) against the ground truth.
+Every source reconstructs the same evenly spaced windows; per source: the windows that reconstruct and
+pass the fine-tuning quality gate (with the reasons of the others) and, when the video has ground-truth
+poses (COLMAP model), the window BA's relative-pose errors (rotation and translation direction,
+degrees, over every registered frame pair). ``VIDEO``: a generated scene (``frames/``,
+``intrinsics.txt``, ``gt_sparse/``), a COLMAP scene (``images/``, ``sparse/``: e.g. Strecha), or a
+folder of frames (``--intrinsics``; no ground truth).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..errors import InputError
 from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from .data import VideoWindows, evenly_spaced
 from .intrinsics import resolve_intrinsics
-from .model import FinetuneModel
+from .model import FinetuneModel, reason_kind
 from .video import open_video
 from .window import match_window, window_pairs
 
@@ -72,17 +74,39 @@ def reconstruct(model: FinetuneModel, item: dict[str, Any]) -> WindowReconstruct
                               model.conf["reconstruction"])
 
 
-def main(video: str | Path, sources: Sequence[str], windows: int = 12, length: int = 4, spacing: int = 4,
-         checkpoint: str | Path = DEFAULT_CHECKPOINT, min_points: int = 80) -> dict[str, dict[str, Any]]:
-    """Measure ``sources`` on ``windows`` evenly spaced windows of a generated video scene folder
-    (``frames/``, ``intrinsics.txt``, ``gt_sparse/``). Returns per source: ``windows``, ``usable``
-    (reconstructed and through the quality gate), ``rot_deg`` / ``trans_deg`` (median and max over
-    the frame pairs of the usable windows), ``reasons`` of the others."""
+def scene_paths(video: str | Path, intrinsics: str | Path | None = None,
+                gt: str | Path | None = None) -> tuple[Path, Path | None, Path | None]:
+    """Frames folder, intrinsics file and ground-truth COLMAP model of ``video`` (see the module
+    docstring); explicit ``intrinsics`` / ``gt`` win."""
     folder = Path(video)
-    vid = open_video(folder / "frames")
-    K = resolve_intrinsics(vid, folder / "intrinsics.txt").K
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (a generated scene, a COLMAP scene or a folder of frames)")
+    layouts = ((folder / "frames", folder / "intrinsics.txt", folder / "gt_sparse"),
+               (folder / "images", folder / "sparse" / "cameras.txt", folder / "sparse"))
+    frames, K_file, model = folder, folder / "intrinsics.txt", None
+    for f, k, m in layouts:
+        if f.is_dir():
+            frames, K_file, model = f, k, m
+            break
+    K_path = Path(intrinsics) if intrinsics is not None else (K_file if K_file.is_file() else None)
+    gt_path = Path(gt) if gt is not None else (model if model is not None and model.is_dir() else None)
+    return frames, K_path, gt_path
+
+
+def main(video: str | Path, sources: Sequence[str], windows: int = 12, length: int = 4, spacing: int = 4,
+         checkpoint: str | Path = DEFAULT_CHECKPOINT, min_points: int = 80, resize: Any = None,
+         intrinsics: str | Path | None = None, gt: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Measure ``sources`` on ``windows`` evenly spaced windows of ``video`` (:func:`scene_paths`;
+    ``resize``: the longer side of the frames, as ``--resize``). Returns per source: ``windows``,
+    ``usable`` (reconstructed and through the quality gate), ``rot_deg`` / ``trans_deg`` (median and max
+    over the frame pairs of the usable windows; None without ground truth), ``reasons`` of the others."""
+    frames, K_path, gt_path = scene_paths(video, intrinsics, gt)
+    vid = open_video(frames, resize=resize)
+    K = resolve_intrinsics(vid, K_path).K
     data = VideoWindows(vid, K, length=length, spacing=spacing)
-    gt = gt_poses(folder / "gt_sparse")
+    truth = gt_poses(gt_path) if gt_path is not None else None
+    if truth is not None and len(truth) != len(vid):
+        raise InputError(f"{gt_path}: {len(truth)} ground-truth images for {len(vid)} frames in {frames}")
     net = S2LD.from_checkpoint(checkpoint)
     picked = evenly_spaced(len(data), windows)
     out = {}
@@ -95,12 +119,14 @@ def main(video: str | Path, sources: Sequence[str], windows: int = 12, length: i
             if ok:
                 ok, reason = model._quality(rec, length)
             if not ok:
-                reasons[reason.split("(")[0].strip()] = reasons.get(reason.split("(")[0].strip(), 0) + 1
+                kind = reason_kind(reason)
+                reasons[kind] = reasons.get(kind, 0) + 1
                 continue
             usable += 1
-            r, t = pose_errors(rec, data.frames(index), gt)
-            rot += r
-            trans += t
+            if truth is not None:
+                r, t = pose_errors(rec, data.frames(index), truth)
+                rot += r
+                trans += t
         out[source] = {"windows": len(picked), "usable": usable, "rot_deg": _median_max(rot),
                        "trans_deg": _median_max(trans), "reasons": reasons}
     return out
@@ -112,17 +138,22 @@ def _median_max(values: list[float]) -> list[float] | None:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="measure_geometry_sources.py", description=__doc__.splitlines()[0])
-    p.add_argument("video", type=Path, help="a generated video scene (frames/, intrinsics.txt, gt_sparse/)")
+    p.add_argument("video", type=Path, help="a generated scene (frames/, intrinsics.txt, gt_sparse/), a "
+                   "COLMAP scene (images/, sparse/) or a folder of frames")
     p.add_argument("--sources", default="sift;aliked+lightglue;disk+lightglue;matcher;both",
                    help="semicolon-separated --geometry-from values (default: the basic sources and both)")
     p.add_argument("--windows", type=int, default=12)
     p.add_argument("--length", type=int, default=4)
     p.add_argument("--spacing", type=int, default=4)
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--resize", type=int, default=None, help="longer side of the frames (default: as stored)")
+    p.add_argument("--intrinsics", type=Path, default=None, help="3x3 text or COLMAP cameras.txt")
+    p.add_argument("--gt", type=Path, default=None, help="COLMAP model with the ground-truth poses")
     args = p.parse_args(argv)
     sources = [s for s in args.sources.split(";") if s]
     try:
-        result = main(args.video, sources, args.windows, args.length, args.spacing, args.checkpoint)
+        result = main(args.video, sources, args.windows, args.length, args.spacing, args.checkpoint,
+                      resize=args.resize, intrinsics=args.intrinsics, gt=args.gt)
     except InputError as err:
         p.exit(2, f"{p.prog}: error: {err}\n")
     print(json.dumps(result, indent=1))

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ __all__ = [
     "training_statistics",
     "write_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS = (
     "auc@5",
@@ -72,10 +75,24 @@ def training_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "seconds_per_step_match": _mean(rows, "time_match_s"),
         "seconds_per_step_ba": _mean(rows, "time_ba_s"),
     }
-    for key in ("loss", "reprojection", "triangulation", "reproj_px", "ba_rms_init_px", "ba_rms_px"):
+    for key in ("loss", "reprojection", "triangulation", "reproj_px", "ba_rms_init_px", "ba_rms_px",
+                "s2ld_matches", "num_tracks"):
         stats[f"{key}_first"] = _mean(first, key)
         stats[f"{key}_last"] = _mean(last, key)
+    stats["collapse"] = collapsed(stats["s2ld_matches_first"], stats["s2ld_matches_last"])
     return stats
+
+
+#: S2LD matches per window in the last fifth of the steps outside [1/2, 2] x the first fifth's: collapse
+COLLAPSE_FACTOR = 2.0
+
+
+def collapsed(first: float | None, last: float | None) -> bool | None:
+    """Whether the matches per window moved by more than :data:`COLLAPSE_FACTOR` either way during
+    training (None when they were not logged: a source without ``matcher`` and no matching term)."""
+    if first is None or last is None or first <= 0:
+        return None
+    return not (1 / COLLAPSE_FACTOR <= last / first <= COLLAPSE_FACTOR)
 
 
 def relative_gain(
@@ -248,6 +265,10 @@ def write_report(run: FinetuneResult) -> dict[str, Any]:
     }
     write_json(out / "report.json", report)
     (out / "report.md").write_text(_markdown(report))
+    if stats["collapse"]:
+        logger.warning("S2LD matches per window went from %.0f to %.0f during training: the matcher may be "
+                       "collapsing; try a lower train.lr", stats["s2ld_matches_first"],
+                       stats["s2ld_matches_last"])
     run.report = report
     return report
 
@@ -341,6 +362,17 @@ def _self_check(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
         return None
     return {"before": dict(before), "after": dict(after), "gain": relative_gain(before, after),
             "reference": reference}
+
+
+def _collapse_lines(ft: Mapping[str, Any]) -> list[str]:
+    if ft.get("collapse") is None:
+        return []
+    line = (f"S2LD matches per window: {ft['s2ld_matches_first']:.0f} in the first fifth of the steps, "
+            f"{ft['s2ld_matches_last']:.0f} in the last.")
+    if ft["collapse"]:
+        line += (f" **Warning: they changed by more than {COLLAPSE_FACTOR:g}x: the matcher may be "
+                 "collapsing; try a lower train.lr.**")
+    return [line, ""]
 
 
 def _markdown(r: Mapping[str, Any]) -> str:
@@ -458,6 +490,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
         f"{_fmt(ft['points_per_window'], '.0f')} "
         f"landmarks, {_fmt(ft['supervised_matches_per_window'], '.0f')} supervised S2LD matches.",
         "",
+        *_collapse_lines(ft),
         "| first / last fifth of the steps | loss | target distance (px) | RMS before BA | RMS after BA |",
         "|---|---|---|---|---|",
         f"| first | {_fmt(ft['loss_first'], '.3f')} | {_fmt(ft['reproj_px_first'], '.3f')} | "
