@@ -461,6 +461,16 @@ def test_stop_resume_and_refuse_to_overwrite(small_scene, tmp_path, capsys):
     assert _run(small_scene, out, "--steps", "2", "train.stop_after_steps=1", eval_pairs=False) == 0
     assert "continue with --resume" in capsys.readouterr().out
     assert not (out / "report.json").exists()
+    last = out / "checkpoints" / "last.pt"
+    good, config = last.read_bytes(), (out / "config.yaml").stat().st_mtime_ns
+    ckpt = torch.load(last, weights_only=True)
+    next(iter(ckpt["state_dict"].values())).view(-1)[0] = float("nan")  # corrupted behind the checksum
+    torch.save(ckpt, last)
+    assert _run(small_scene, out, "--steps", "2", "--resume", eval_pairs=False) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "last.pt: corrupted checkpoint" in err[0], err
+    assert (out / "config.yaml").stat().st_mtime_ns == config  # refused before anything was written
+    last.write_bytes(good)
     assert _run(small_scene, out, "--steps", "2", eval_pairs=False) == 2
     assert "already holds a fine-tuning run" in capsys.readouterr().err
     assert _run(small_scene, out, "--steps", "2", "--resume", eval_pairs=False) == 0
@@ -533,6 +543,7 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "nothing reconstructs, union": (["--video", str(noise), *v, "--geometry-from", "both"],
                                         "--geometry-from both (matcher: 2x "),
         "--out is a file": (["--video", str(frames), *v], "a_file: --out is a file"),
+        "zero steps": (["--video", str(frames), *v, "--steps", "0"], "train.max_steps: expected an integer >= 1"),
     }
 
 

@@ -39,3 +39,32 @@ def test_read_npz_one_line_errors(tmp_path):
     (tmp_path / "bad.npz").write_text("not an archive")
     with pytest.raises(InputError, match=r"bad\.npz: cannot read thing"):
         read_npz(tmp_path / "bad.npz", "thing")
+
+
+def test_atomic_files_get_the_umask_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+        os.umask(0o027)
+        with atomic_path(tmp_path / "b.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # like open(), not mkstemp's 0600
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_checkpoint_checksum_names_a_corrupted_file(tmp_path):
+    from imatch_s2ld.train.checkpoint import load_checkpoint, save_checkpoint, weights_checksum
+
+    path = save_checkpoint(tmp_path / "last.pt", {"state_dict": {"w": torch.arange(6.0)}, "training": {}})
+    ckpt = load_checkpoint(path)
+    assert ckpt["checksum"] == weights_checksum({"w": torch.arange(6.0)})
+    assert weights_checksum({"w": torch.arange(6.0).double()}) != ckpt["checksum"]  # dtype counts
+    ckpt["state_dict"]["w"][3] = float("nan")  # bytes changed behind the checksum's back
+    torch.save(ckpt, path)
+    with pytest.raises(InputError, match=r"last\.pt: corrupted checkpoint"):
+        load_checkpoint(path)

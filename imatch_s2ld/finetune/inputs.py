@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 from ..data.datasets import DatasetConfig, load_pairs
 from ..errors import InputError
 from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
-from ..train.checkpoint import CHECKPOINT_DIR, LAST
+from ..train.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
+from ..train.trainer import check_train_conf
 from .data import VideoWindows
 from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
@@ -18,8 +20,8 @@ from .results import Inputs
 from .video import open_video
 
 __all__ = [
-    "baseline_names", "build_windows", "check_baselines", "check_inputs", "eval_dataset", "load_start",
-    "window_spacings",
+    "baseline_names", "build_windows", "check_baselines", "check_inputs", "check_out_folder", "eval_dataset",
+    "load_start", "window_spacings",
 ]
 
 
@@ -36,12 +38,14 @@ def check_inputs(conf: Mapping[str, Any]) -> Inputs:
         raise InputError("--out is required")
     check_ba_grad(conf["model"]["loss"])  # before decoding the video (FinetuneLoss checks it again)
     out = Path(conf["out"])
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out is a file, not a folder")
+    check_out_folder(out)
     tconf = conf["train"]
+    check_train_conf(tconf)
     last = out / CHECKPOINT_DIR / LAST
     if tconf["resume"] and not last.is_file():
         raise InputError(f"{last}: no checkpoint to resume from (--resume)")
+    if tconf["resume"]:
+        load_checkpoint(last)  # a corrupt checkpoint fails now, not after the preflight
     if not tconf["resume"] and last.is_file() and not tconf["overwrite"]:
         raise InputError(
             f"{out}: already holds a fine-tuning run; pass --resume to continue it, "
@@ -58,6 +62,21 @@ def check_inputs(conf: Mapping[str, Any]) -> Inputs:
     if eval_resize == "video":
         eval_resize = max(windows.video.image_size) if conf["resize"] is not None else None
     return Inputs(dict(conf), out, windows, intr, model, dataset, baselines, eval_resize)
+
+
+def check_out_folder(out: Path) -> None:
+    """``--out`` must be a folder (existing or not) that can be written.
+
+    Raises:
+        InputError: it is a file, or the folder (or its first existing parent) is not writable.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out is a file, not a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: --out cannot be written ({existing} is not a writable folder)")
 
 
 def build_windows(conf: Mapping[str, Any]) -> tuple[VideoWindows, Intrinsics]:

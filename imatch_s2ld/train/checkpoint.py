@@ -6,6 +6,7 @@
       "conf": model.conf,                # the model's resolved config (rebuilds it alone:
       "state_dict": {name: tensor},      #   S2LD.from_checkpoint("last.pt") works)
       "run_config": {...},               # the resolved run configuration (config.yaml)
+      "checksum": str,                   # sha256 of state_dict (weights_checksum): checked on load
       "training": {
         "step": int,                     # optimizer steps done
         "epoch": int,                    # sampler epoch in progress
@@ -29,6 +30,7 @@ CUDA device's RNG. Resuming with another world size is refused (the sampler shar
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,11 +73,25 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu())
 
 
+def weights_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict: names, dtypes, shapes and bytes of every tensor, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, content: Mapping[str, Any]) -> Path:
-    """``torch.save`` ``content`` atomically (temp file + rename; a crash keeps the old file)."""
+    """``torch.save`` ``content`` atomically (temp file + rename; a crash keeps the old file), with the
+    checksum of its ``state_dict`` (:func:`weights_checksum`) that :func:`load_checkpoint` verifies."""
     path = Path(path)
+    content = dict(content)
+    if isinstance(content.get("state_dict"), Mapping):
+        content["checksum"] = weights_checksum(content["state_dict"])
     with atomic_path(path) as tmp:
-        torch.save(dict(content), tmp)
+        torch.save(content, tmp)
     return path
 
 
@@ -83,13 +99,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a training checkpoint on the CPU with ``weights_only=True``.
 
     Raises:
-        InputError: missing, unreadable, or not a training checkpoint (names the file).
+        InputError: missing, unreadable, not a training checkpoint, or its weights do not match the
+            checksum stored with them (corrupted bytes); names the file.
     """
     path = Path(path)
     ckpt = read_torch_file(path, "checkpoint", missing_hint=" (nothing to resume)")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) \
             or not isinstance(ckpt.get("training"), dict):
         raise InputError(f"{path}: not a training checkpoint (needs 'state_dict' and 'training')")
+    stored = ckpt.get("checksum")
+    if stored is not None and stored != weights_checksum(ckpt["state_dict"]):
+        raise InputError(f"{path}: corrupted checkpoint (its weights do not match their stored checksum)")
     return ckpt
 
 
