@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -35,7 +37,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises :class:`InputError` (one line, exit 2) instead of printing usage."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise InputError(f"argument error: {message}")
+        raise InputError(message)
 
 
 MATCHER_NAMES = ("s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH, aliked+lightglue, "
@@ -54,7 +56,8 @@ def add_matcher_arguments(parser: argparse.ArgumentParser, default: str, opt_not
 def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                 body: Callable[[argparse.Namespace], int | None], intermixed: bool = False) -> int:
     """Parse ``argv`` and run ``body(args)``; return its exit code (0 for None), 0 after ``--help``,
-    or 2 after printing ``"{prog}: error: {message}"`` for an :class:`InputError`."""
+    or 2 after printing ``"{prog}: error: {message}"`` for an :class:`InputError` (printed by the
+    first process only when several run: ``torchrun`` / ``accelerate launch`` set ``RANK``)."""
     try:
         try:
             args = parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
@@ -62,7 +65,8 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] 
             return int(exit_.code or 0)
         return int(body(args) or 0)
     except InputError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         return 2
 
 
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imatch: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    if "prog" in inspect.signature(module.main).parameters:  # errors and usage say "imatch NAME"
+        return int(module.main(rest, prog=f"imatch {name}") or 0)
     return int(module.main(rest) or 0)
 
 

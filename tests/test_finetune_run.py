@@ -543,7 +543,8 @@ def _bad_inputs(scene, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "nothing reconstructs, union": (["--video", str(noise), *v, "--geometry-from", "both"],
                                         "--geometry-from both (matcher: 2x "),
         "--out is a file": (["--video", str(frames), *v], "a_file: --out is a file"),
-        "zero steps": (["--video", str(frames), *v, "--steps", "0"], "train.max_steps: expected an integer >= 1"),
+        "zero steps": (["--video", str(frames), *v, "--steps", "0"],
+                       "train.max_steps: expected an integer >= 1"),
     }
 
 

@@ -57,3 +57,12 @@ def test_ci_runs_the_readme_test_command():
     assert command in (ROOT / ".ci" / "run").read_text()
     demo = f"pip install torch==2.13.0 && {wheel} && pip install -e . && imatch demo --out outputs/demo"
     assert demo in readme
+
+
+def test_subcommand_errors_are_one_line_named_after_the_command(capsys, monkeypatch):
+    assert imatch_main(["finetune", "--steps", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["imatch finetune: error: argument --steps: invalid int value: 'x'"]
+    monkeypatch.setenv("RANK", "1")  # a second process of torchrun: same exit code, printed once (by rank 0)
+    assert imatch_main(["finetune", "--steps", "x"]) == 2
+    assert capsys.readouterr().err == ""
