@@ -34,6 +34,7 @@ from .errors import InputError
 from .io import atomic_path
 from .matchers import load_matcher, parse_matcher_options, wants_grayscale
 
+MIN_SIDE = 16  #: smaller images are refused: two 1/8 coarse cells per side at least
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MATCH_SUFFIXES = (".npz", ".txt")
 COLOURS = ("confidence", "plain")
@@ -146,6 +147,10 @@ def run(args: argparse.Namespace) -> str:
     matcher = load_matcher(args.matcher, **parse_matcher_options(args.matcher_opt))
     gray = wants_grayscale(matcher)
     image0, image1 = read_image(args.image0, gray), read_image(args.image1, gray)
+    for path, image in ((args.image0, image0), (args.image1, image1)):
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise InputError(f"{path}: {_size_text(image)} image is too small to match (at least {MIN_SIDE} "
+                             "px per side)")
     small0, scale0 = resize_image(image0, resize)
     small1, scale1 = resize_image(image1, resize)
     start = time.perf_counter()

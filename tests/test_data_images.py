@@ -65,3 +65,32 @@ def test_resized_keypoints_agree_with_scaled_intrinsics():
     p2 = (X @ K2.T)[:, :2] / X[:, 2:]
     np.testing.assert_allclose(scale_keypoints(p, (sx, sy)), p2, atol=1e-4)
     np.testing.assert_allclose(unscale_keypoints(p2, (sx, sy)), p, atol=1e-3)
+
+
+def test_truncated_images_are_refused_by_name(tmp_path):
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (5, 5), 0)
+    for ext in (".jpg", ".png"):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        whole, cut = tmp_path / f"whole{ext}", tmp_path / f"cut{ext}"
+        whole.write_bytes(data)
+        cut.write_bytes(data[: len(data) // 3])  # an incomplete copy: decoders fill the rest with grey
+        assert read_image(whole).shape == (120, 160, 3)
+        with pytest.raises(InputError, match=rf"cut\{ext}: truncated image file"):
+            read_image(cut)
+    extra = tmp_path / "motion_photo.jpg"  # data appended after the image's end (motion photos) is fine
+    extra.write_bytes((tmp_path / "whole.jpg").read_bytes() + bytes(500))
+    assert read_image(extra).shape == (120, 160, 3)
+
+
+def test_real_jpegs_are_complete():
+    from pathlib import Path
+
+    from imatch_s2ld.data.images import truncated
+
+    strecha = Path(__file__).resolve().parents[2] / "shared" / "data" / "strecha"
+    images = sorted(strecha.glob("*/images/*.jpg"))
+    if not images:
+        pytest.skip("../shared/data/strecha not present")
+    assert not any(truncated(p.read_bytes()) for p in images)
+    assert all(truncated(p.read_bytes()[: p.stat().st_size // 3]) for p in images[:5])

@@ -3,6 +3,8 @@ pixels (also with --resize), and one-line errors with exit code 2."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -102,6 +104,11 @@ def test_errors_name_the_file_or_argument(pair, tmp_path, capsys):
     sift = ["--matcher", "sift"]
     _expect_error([str(tmp_path / "missing.png"), pair[1], *sift], capsys, "missing.png", "not found")
     _expect_error([pair[0], str(corrupt), *sift], capsys, "corrupt.png", "cannot read")
+    data = Path(pair[0]).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 3])
+    _expect_error([str(tmp_path / "cut.png"), pair[1], *sift], capsys, "cut.png", "truncated image file")
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    _expect_error([pair[0], str(tmp_path / "dot.png"), *sift], capsys, "dot.png", "1x1 image is too small")
     _expect_error([*pair, "--matcher", "nosuch"], capsys, "--matcher", "nosuch")
     _expect_error([*pair, *sift, "--out", str(blocker / "m.png")], capsys, "--out", "a_file")
     _expect_error([*pair, *sift, "--out", str(tmp_path / "m.gif")], capsys, "--out", "m.gif")

@@ -17,18 +17,34 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
     """Read an image as uint8: (H, W) when ``grayscale`` else (H, W, 3) in **RGB** order.
 
     Raises:
-        InputError: the file is missing or cannot be decoded (names the file).
+        InputError: the file is missing, truncated (:func:`truncated`) or cannot be decoded (names
+            the file).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image not found")
+    data = path.read_bytes()
+    if truncated(data):  # decoders would fill the missing part with grey and carry on
+        raise InputError(f"{path}: truncated image file (no end-of-image marker: an incomplete copy?)")
     flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    image = cv2.imread(str(path), flag)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
     if image is None:
         raise InputError(f"{path}: cannot read image (unsupported or corrupt file)")
     if not grayscale:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image
+
+
+def truncated(data: bytes) -> bool:
+    """Whether JPEG or PNG bytes lack their end: a JPEG without its end-of-image marker (FFD9) in the
+    second half of the file (compressed data never contains it, so data appended after the image,
+    as in motion photos, still passes), a PNG without its ``IEND`` chunk in the last 4 KiB. Other
+    formats: False."""
+    if data[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in data[len(data) // 2:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-4096:]
+    return False
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:
