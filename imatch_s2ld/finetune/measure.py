@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from .data import VideoWindows, evenly_spaced
 from .intrinsics import resolve_intrinsics
-from .model import FinetuneModel, reason_kind
+from .model import FinetuneModel, reason_counts
 from .video import open_video
 from .window import match_window, window_pairs
 
@@ -112,15 +112,14 @@ def main(video: str | Path, sources: Sequence[str], windows: int = 12, length: i
     out = {}
     for source in sources:
         model = FinetuneModel(net, {"geometry_from": source, "min_points": min_points})
-        rot, trans, reasons, usable = [], [], {}, 0
+        rot, trans, failures, usable = [], [], [], 0
         for index in picked:
             rec = reconstruct(model, data[index])
             ok, reason = rec.success, rec.reason
             if ok:
                 ok, reason = model._quality(rec, length)
             if not ok:
-                kind = reason_kind(reason)
-                reasons[kind] = reasons.get(kind, 0) + 1
+                failures.append(reason)
                 continue
             usable += 1
             if truth is not None:
@@ -128,7 +127,7 @@ def main(video: str | Path, sources: Sequence[str], windows: int = 12, length: i
                 rot += r
                 trans += t
         out[source] = {"windows": len(picked), "usable": usable, "rot_deg": _median_max(rot),
-                       "trans_deg": _median_max(trans), "reasons": reasons}
+                       "trans_deg": _median_max(trans), "reasons": reason_counts(failures)}
     return out
 
 

@@ -25,7 +25,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ from .loss import TERM_KEYS, FinetuneLoss, WindowTargets
 from .window import WindowMatches, match_window, window_matches, window_pairs
 
 __all__ = [
-    "DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_kind", "skip_reasons", "window_statistics",
+    "DEFAULT_CONF", "FinetuneModel", "STAT_KEYS", "reason_counts", "reason_kind", "skip_reasons",
+    "window_statistics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,17 +139,18 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", reason.split("(")[0].strip().rstrip(":"))
 
 
-def skip_reasons(folder: Path) -> dict[str, int]:
-    """Windows skipped during training per kind of reason (:func:`reason_kind`), every rank's
-    ``skipped_windows_rank*.jsonl`` in ``folder`` (:attr:`FinetuneModel.skip_log_dir`), most frequent
-    first."""
-    counts: dict[str, int] = {}
-    for path in sorted(Path(folder).glob("skipped_windows_rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                key = reason_kind(json.loads(line)["reason"])
-                counts[key] = counts.get(key, 0) + 1
+def reason_counts(reasons: Iterable[str]) -> dict[str, int]:
+    """How many of ``reasons`` fall in each kind (:func:`reason_kind`), most frequent first."""
+    counts = Counter(reason_kind(r) for r in reasons)
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def skip_reasons(folder: Path) -> dict[str, int]:
+    """Windows skipped during training per kind of reason (:func:`reason_counts`), every rank's
+    ``skipped_windows_rank*.jsonl`` in ``folder`` (:attr:`FinetuneModel.skip_log_dir`)."""
+    logs = sorted(Path(folder).glob("skipped_windows_rank*.jsonl"))
+    return reason_counts(json.loads(line)["reason"] for path in logs
+                         for line in path.read_text().splitlines() if line.strip())
 
 
 class FinetuneModel(nn.Module):
@@ -295,7 +298,7 @@ class FinetuneModel(nn.Module):
         """
         if self.source.uses_matcher:
             raise ValueError(f"select_windows: geometry source {self.source.name!r} depends on the matcher")
-        keep, rejected, recs = [], {}, {}
+        keep, failures, recs = [], [], {}
         indices = range(len(windows)) if indices is None else indices
         if progress:
             from tqdm import tqdm
@@ -311,8 +314,8 @@ class FinetuneModel(nn.Module):
                 keep.append(index)
                 recs[int(index)] = rec
             else:
-                rejected[reason_kind(reason)] = rejected.get(reason_kind(reason), 0) + 1
-        return keep, rejected, recs
+                failures.append(reason)
+        return keep, reason_counts(failures), recs
 
     @property
     def needs_tracks(self) -> bool:

@@ -15,7 +15,7 @@ from ..ba.pipeline import reconstruct_window
 from ..errors import InputError
 from .data import VideoWindows, evenly_spaced
 from .intrinsics import Intrinsics
-from .model import FinetuneModel, reason_kind, window_statistics
+from .model import FinetuneModel, reason_counts, window_statistics
 from .results import Preflight, ProbeBA
 from .window import window_pairs
 
@@ -155,10 +155,7 @@ def source_failures(model: FinetuneModel, windows: VideoWindows, indices: list[i
     union each of its sources is tried alone on the windows (``matcher: ...; sift: ...``)."""
 
     def counts(reasons: list[str]) -> str:
-        kinds: dict[str, int] = {}
-        for r in reasons:
-            kinds[reason_kind(r)] = kinds.get(reason_kind(r), 0) + 1
-        return ", ".join(f"{n}x {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        return ", ".join(f"{n}x {k}" for k, n in reason_counts(reasons).items())
 
     parts = model.source.parts
     if len(parts) == 1:
