@@ -42,7 +42,7 @@ TABLE_HEADER = (
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the main job (defaults: the README's numbers)."""
+    """Settings of the main job (defaults: docs/s2ld_default.md, the main job)."""
 
     out: str = "outputs/demo"
     target_preset: str = "target-fog"

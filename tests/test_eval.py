@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import pose, rotation
 from imatch_s2ld.data import PairSample, write_pairs_file
 from imatch_s2ld.eval import ScoreConfig, evaluate, score_pair, summarize
 from imatch_s2ld.eval.cli import main
@@ -26,11 +27,7 @@ DEPTHS = (4.0, 2.5)  # left / right half of view 0: two fronto-parallel planes
 
 
 def _gt_pose() -> np.ndarray:
-    a = np.deg2rad(6.0)
-    T = np.eye(4)
-    T[:3, :3] = [[np.cos(a), 0, -np.sin(a)], [0, 1, 0], [np.sin(a), 0, np.cos(a)]]
-    T[:3, 3] = [-0.4, 0.05, 0.1]
-    return T
+    return pose(rotation("y", -6.0), [-0.4, 0.05, 0.1])
 
 
 def _plane_homography(T: np.ndarray, depth: float) -> np.ndarray:

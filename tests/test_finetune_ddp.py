@@ -1,10 +1,10 @@
 """Two-process fine-tuning on CPU (gloo) where BA fails on one process only, for each geometry source.
 
-``torchrun --nproc_per_node 2 scripts/finetune_unlabeled.py ... model.debug_skip_rank=1``: every
-window of rank 1 is treated as a failed reconstruction. The run must neither hang nor crash (rank 1
-still joins each gradient all-reduce with a zero gradient), rank 0's windows must train the model, and
-the skips must be counted and reported. (``accelerate launch --cpu`` starts one process with
-accelerate 1.15; torchrun gives accelerate a real 2-process MULTI_CPU group.)
+``torchrun --nproc_per_node 2 tests/helpers/finetune_failing_rank.py ...`` (the fine-tuning command with
+a test patch): every window of rank 1 is treated as a failed reconstruction. The run must neither hang
+nor crash (rank 1 still joins each gradient all-reduce with a zero gradient), rank 0's windows must train
+the model, and the skips must be counted and reported. (``accelerate launch --cpu`` starts one process
+with accelerate 1.15; torchrun gives accelerate a real 2-process MULTI_CPU group.)
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path, sour
     video = tmp_path / "syn" / "video" / "facade_0000"
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "scripts" / "finetune_unlabeled.py"), "--video", str(video / "frames"),
+           str(REPO / "tests" / "helpers" / "finetune_failing_rank.py"), "--video", str(video / "frames"),
            "--intrinsics", str(video / "intrinsics.txt"), "--out", str(out), "--steps", "2", "--cpu",
            "--resize", "160",  # frames and K at half size: the same checks at a third of the time
-           "--no-progress", "preflight.windows=2", "probe_windows=2", "eval.viz=0", "model.debug_skip_rank=1",
+           "--no-progress", "preflight.windows=2", "probe_windows=2", "eval.viz=0",
            "model.min_points=20", "--window-spacing", "2", "--geometry-from", source]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     try:
@@ -51,12 +51,12 @@ def test_two_processes_survive_a_window_failing_on_one_rank(tmp_path: Path, sour
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
     skipped = (out / "skipped_windows_rank1.jsonl").read_text().splitlines()
-    assert len(skipped) == 2 and all("debug_skip_rank=1" in line for line in skipped)
+    assert len(skipped) == 2 and all("every window of rank 1 fails" in line for line in skipped)
     assert not (out / "skipped_windows_rank0.jsonl").exists()  # rank 0 trained on both its windows
     report = json.loads((out / "report.json").read_text())
     ft = report["finetune"]
     assert ft["steps"] == 2 and ft["num_processes"] == 2 and ft["windows"] == 4 and ft["skipped_windows"] == 2
-    assert ft["skip_reasons"] == {"debug_skip_rank=N": 2}
+    assert ft["skip_reasons"] == {"test: every window of rank N fails": 2}
     sel = ft["window_selection"]  # independent windows were shared between the ranks, then gathered
     if source == "matcher":
         assert sel is None  # re-solved at every step

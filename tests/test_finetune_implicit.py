@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import panning_images, raises_one_line
 from imatch_s2ld.ba import make_synthetic_problem, solve
 from imatch_s2ld.ba.tracks import PairMatches
-from imatch_s2ld.errors import InputError
 from imatch_s2ld.finetune.cli import build_parser, conf_from_args, main
 from imatch_s2ld.finetune.implicit import (
     WindowObservations,
@@ -33,14 +33,6 @@ needs_theseus = pytest.mark.skipif(importlib.util.find_spec("theseus") is None,
 
 LSQ = {"robust_kernel": "none", "max_iterations": 20}
 TIGHT = {"function_tolerance": 1e-14, "gradient_tolerance": 1e-14, "parameter_tolerance": 1e-14}
-
-
-def _one_line(fn, match: str) -> str:
-    with pytest.raises(InputError, match=match) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg
-    return msg
 
 
 # ------------------------------------------------------------------------------- the layer
@@ -74,12 +66,13 @@ def test_bad_shapes_are_one_line_input_errors():
         "K must be": (*args[:3], torch.eye(4), *args[4:]),
     }
     for needle, a in bad.items():
-        _one_line(lambda a=a: reprojection_residuals(*a), needle)
+        raises_one_line(lambda a=a: reprojection_residuals(*a), match=needle)
     if importlib.util.find_spec("theseus") is not None:
-        _one_line(lambda: solve_ba_implicit(*args, obs_weight=torch.ones(3)), "obs_weight must be")
+        raises_one_line(lambda: solve_ba_implicit(*args, obs_weight=torch.ones(3)),
+                        match="obs_weight must be")
         nan = p.obs_xy.clone()
         nan[0, 0] = float("nan")
-        _one_line(lambda: solve_ba_implicit(nan, *args[1:]), "non-finite")
+        raises_one_line(lambda: solve_ba_implicit(nan, *args[1:]), match="non-finite")
 
 
 @needs_theseus
@@ -177,18 +170,11 @@ def test_phase1_solvers_agree():
 
 
 # ------------------------------------------------------------------------------- FinetuneLoss
-def _panning_images(n: int = 3, h: int = 96, w: int = 128) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    noise = torch.rand(1, 1, h // 4, w // 4 + n, generator=g)
-    base = torch.nn.functional.interpolate(noise, size=(h, w + 4 * n), mode="bilinear", align_corners=False)
-    return torch.cat([base[..., 4 * i: 4 * i + w] for i in range(n)])  # content moves 4 px left per frame
-
-
 def _tiny_window(model: S2LD) -> tuple[torch.Tensor, torch.Tensor, WindowMatches, WindowTargets]:
     """3 panning frames, K with f = 100, camera moving +0.2 along x per frame, landmarks at depth 5
     (4 px disparity per frame) through interior keypoints of frame 0; each landmark's target in frames
     1 and 2 is the detected keypoint nearest its projection (so S2LD keypoints carry the tracks)."""
-    images = _panning_images()
+    images = panning_images()
     K = torch.tensor([[100.0, 0.0, 63.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]])
     pairs = window_pairs(3)
     wm = match_window(model, images, pairs)
@@ -247,21 +233,24 @@ def test_window_observations_two_per_match():
     lm = torch.tensor([0, 1])
     obs.add_pair(0, 2, lm, torch.zeros(2, 2), torch.ones(2, 2), torch.ones(2))
     assert len(obs) == 4
-    _one_line(lambda: obs.add_pair(0, 1, lm, torch.zeros(3, 2), torch.ones(2, 2), torch.ones(2)), "add_pair")
+    raises_one_line(lambda: obs.add_pair(0, 1, lm, torch.zeros(3, 2), torch.ones(2, 2), torch.ones(2)),
+                    match="add_pair")
 
 
 # ------------------------------------------------------------------------------- options
 def test_ba_grad_option_errors(monkeypatch):
-    _one_line(lambda: FinetuneLoss({"ba_grad": "unrolled"}), r"--ba-grad: expected one of fixed, implicit")
-    _one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 0.0}),
-              "reprojection_weight is 0.0: set it > 0")
-    _one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 1.0,
-                                    "implicit_ba": {"max_iterations": -1}}), "max_iterations must be >= 0")
+    raises_one_line(lambda: FinetuneLoss({"ba_grad": "unrolled"}),
+                    match=r"--ba-grad: expected one of fixed, implicit")
+    raises_one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 0.0}),
+                    match="reprojection_weight is 0.0: set it > 0")
+    raises_one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 1.0,
+                                          "implicit_ba": {"max_iterations": -1}}),
+                    match="max_iterations must be >= 0")
     import imatch_s2ld.ba.backends.theseus_ba as theseus_ba
 
     monkeypatch.setattr(theseus_ba, "th", None)  # as if `import theseus` had failed
-    _one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 1.0}),
-              r"^--ba-grad implicit needs theseus-ai: pip install")
+    raises_one_line(lambda: FinetuneLoss({"ba_grad": "implicit", "reprojection_weight": 1.0}),
+                    match=r"^--ba-grad implicit needs theseus-ai: pip install")
     FinetuneLoss()  # the default (fixed) never needs it
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import raises_one_line
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.finetune import (
     exif_intrinsics,
@@ -48,15 +49,6 @@ def write_video(path: Path, n: int, size: tuple[int, int] = (64, 48)) -> Path:
         writer.write(np.full((size[1], size[0], 3), 20 * k, np.uint8))
     writer.release()
     return path
-
-
-def raises_one_line(fn, *args, match: str, **kwargs) -> str:
-    """Call ``fn``; assert an InputError of one line that matches ``match``; return its message."""
-    with pytest.raises(InputError, match=match) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def write_jpeg_with_exif(path: Path, size: tuple[int, int], exif_tags: dict[int, object]) -> Path:
@@ -443,3 +435,38 @@ def test_windows_of_several_spacings(tmp_path):
     for bad in ("0", "2,x", ""):
         with pytest.raises(InputError, match="--window-spacing"):
             window_spacings(bad)
+
+
+# ------------------------------------------------------------------ configs/finetune_default.yaml
+
+FINETUNE_YAML = Path(__file__).resolve().parents[1] / "configs" / "finetune_default.yaml"
+
+
+def test_default_yaml_equals_default_conf_and_comments_every_key():
+    from imatch_s2ld.conf import merge_conf
+    from imatch_s2ld.finetune.run import DEFAULT_CONF
+    from imatch_s2ld.train.config import read_yaml
+
+    assert read_yaml(FINETUNE_YAML) == merge_conf(DEFAULT_CONF)  # no key missing or different
+    for line in FINETUNE_YAML.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "  # " in line, f"option without a comment: {line!r}"
+
+
+def test_config_file_is_read_and_options_and_overrides_win(tmp_path):
+    from imatch_s2ld.finetune.cli import build_parser, conf_from_args
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(FINETUNE_YAML.read_text().replace("stride: 1 ", "stride: 3 ").replace(
+        "max_steps: 400", "max_steps: 50").replace("lr: 0.0003", "lr: 0.001"))
+    args = build_parser().parse_args(["--video", "v", "--out", "o", "--config", str(mine), "--lr", "2e-4",
+                                      "model.loss.track_weight=1"])
+    conf = conf_from_args(args)
+    assert conf["stride"] == 3 and conf["train"]["max_steps"] == 50  # from the file
+    assert conf["train"]["lr"] == 2e-4 and conf["model"]["loss"]["track_weight"] == 1  # options, overrides
+    assert conf["video"] == "v"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_steps: many\n")
+    args = build_parser().parse_args(["--video", "v", "--out", "o", "--config", str(bad)])
+    with pytest.raises(InputError, match=r"bad.yaml: configuration key 'train.max_steps': expected an int"):
+        conf_from_args(args)

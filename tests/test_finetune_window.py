@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from helpers import panning_images
 from imatch_s2ld.finetune.data import evenly_spaced, gray_uint8
 from imatch_s2ld.finetune.window import match_window, match_window_reference, window_pairs
 from imatch_s2ld.models import S2LD
-
-
-def _images(n: int = 3, h: int = 96, w: int = 128) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    noise = torch.rand(1, 1, h // 4, w // 4 + n, generator=g)
-    base = torch.nn.functional.interpolate(noise, size=(h, w + 4 * n), mode="bilinear", align_corners=False)
-    return torch.cat([base[..., 4 * i: 4 * i + w] for i in range(n)])  # a camera panning right
 
 
 def test_evenly_spaced():
@@ -38,7 +32,7 @@ def test_window_pairs():
 def test_keypoints_are_shared_across_pairs(tiny_checkpoint):
     model = S2LD.from_checkpoint(tiny_checkpoint)
     model.coarse.threshold = 0.0  # random weights: keep every mutual nearest neighbour
-    images = _images()
+    images = panning_images()
     model.train()
     wm = match_window(model, images, window_pairs(3))
     assert model.training  # mode restored
@@ -62,7 +56,7 @@ def test_reference_tracks_use_the_output_matches(tiny_checkpoint):
     (the matcher's output locations) of pairs (0, b); one point per match in frame b."""
     model = S2LD.from_checkpoint(tiny_checkpoint)
     model.coarse.threshold = 0.0
-    images = _images()
+    images = panning_images()
     wm = match_window_reference(model, images)
     assert wm.keypoints.num_frames == 3 and [(pm.i, pm.j) for pm in wm.pairs] == [(0, 1), (0, 2)]
     with torch.no_grad():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import pose, rotation
 from imatch_s2ld.geometry import (
     essential_from_pose,
     estimate_relative_pose,
@@ -34,22 +35,15 @@ REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
 def rot_z(deg: float) -> torch.Tensor:
-    a = math.radians(deg)
-    return torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]],
-                        dtype=torch.float64)
+    return torch.from_numpy(rotation("z", deg))
 
 
 def rot_y(deg: float) -> torch.Tensor:
-    a = math.radians(deg)
-    return torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1.0, 0], [-math.sin(a), 0, math.cos(a)]],
-                        dtype=torch.float64)
+    return torch.from_numpy(rotation("y", deg))
 
 
 def make_T(R: torch.Tensor, t) -> torch.Tensor:
-    T = torch.eye(4, dtype=torch.float64)
-    T[:3, :3] = R
-    T[:3, 3] = torch.as_tensor(t, dtype=torch.float64)
-    return T
+    return torch.from_numpy(pose(R, t))
 
 
 K = torch.tensor([[500.0, 0, 320], [0, 400.0, 240], [0, 0, 1]], dtype=torch.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import raises_one_line
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.io import atomic_path, read_torch_file
 
@@ -19,9 +20,8 @@ def test_read_torch_file_roundtrip_and_errors(tmp_path):
         read_torch_file(tmp_path / "missing.pt", "checkpoint", missing_hint=" (nothing to resume)")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a torch file")
-    with pytest.raises(InputError, match=r"corrupt\.pt: cannot read S2LD checkpoint \(") as err:
-        read_torch_file(corrupt, "S2LD checkpoint")
-    assert "\n" not in str(err.value)
+    raises_one_line(read_torch_file, corrupt, "S2LD checkpoint",
+                    match=r"corrupt\.pt: cannot read S2LD checkpoint \(")
 
 
 def test_read_npz_one_line_errors(tmp_path):

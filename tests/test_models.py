@@ -78,6 +78,16 @@ def test_output_shapes_and_dtypes():
         out.mconf = out.mconf  # frozen
 
 
+def test_forward_on_each_device_like_on_the_cpu(device):
+    model = _model()
+    image0, image1 = _images(batch=2)
+    ref = model(image0, image1)
+    out = model.to(device)(image0.to(device), image1.to(device))
+    assert out.mkpts0.device.type == device.type and out.mkpts0.shape == ref.mkpts0.shape
+    torch.testing.assert_close(out.mkpts1.cpu(), ref.mkpts1, rtol=0, atol=1e-3)
+    torch.testing.assert_close(out.mconf.cpu(), ref.mconf, rtol=0, atol=1e-4)
+
+
 def test_zero_matches():
     model = _model(coarse={"threshold": 1.1})  # nothing can pass
     image0, image1 = _images()

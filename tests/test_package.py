@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,25 @@ def test_subcommand_errors_are_one_line_named_after_the_command(capsys, monkeypa
     monkeypatch.setenv("RANK", "1")  # a second process of torchrun: same exit code, printed once (by rank 0)
     assert imatch_main(["finetune", "--steps", "x"]) == 2
     assert capsys.readouterr().err == ""
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_every_doc_link_resolves():
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 300  # a user guide; the rest lives in docs/
+    for page in [readme, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = page.parent / path if path else page
+            assert dest.exists(), f"{page.name}: broken link {target}"
+            if anchor and dest.suffix == ".md":
+                anchors = {_slug(h) for h in re.findall(r"^#+ (.*)$", dest.read_text(), re.M)}
+                assert anchor in anchors, f"{page.name}: no heading for {target}"
+    code = "\n".join(p.read_text() for p in (ROOT / "imatch_s2ld").rglob("*.py"))
+    assert "README" not in code.replace("datasets/README", "").replace("ba/README", "")  # comments cite docs/

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from torch import nn
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.train import build_config, build_model, cli, default_conf, main, register_model
 from imatch_s2ld.train.pretrain import MODELS
-from imatch_s2ld.train.trainer import TrainingInterrupted, lr_factor
+from imatch_s2ld.train.trainer import Trainer, TrainingInterrupted, lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "pretrain_smoke.yaml"
@@ -194,19 +196,32 @@ def test_resume_gives_identical_next_steps(tmp_path: Path, syn: Path) -> None:
                                    ["state_dict"][k])
 
 
-def test_ctrl_c_saves_and_exits_130(tmp_path: Path, syn: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _ctrl_c_after(monkeypatch: pytest.MonkeyPatch, at_step: int) -> None:
+    """A real SIGINT (Ctrl-C) sent by the trainer to itself after step ``at_step``."""
+    def step_done(self: Trainer, step: int) -> None:
+        if step == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_step_done", step_done)
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path: Path, syn: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     args = _args(run, syn, "val.every_n_steps=0", "val.at_end=false")
-    assert cli([*args, "train.interrupt_at_step=1"]) == 130  # a real SIGINT after step 1
+    _ctrl_c_after(monkeypatch, 1)
+    assert cli(args) == 130
     err = capsys.readouterr().err
     assert f"interrupted at step 1: saved {run / 'checkpoints' / 'last.pt'}" in err and "Traceback" not in err
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["training"]["step"] == 1
     assert not (run / "model.pt").exists()
+    monkeypatch.undo()
     assert cli([*args, "--resume"]) == 0
     assert "done: 3 steps" in capsys.readouterr().out
 
+    _ctrl_c_after(monkeypatch, 2)
     with pytest.raises(TrainingInterrupted) as info:  # the Python API raises instead
-        main(_conf(tmp_path / "api", syn, interrupt_at_step=2))
+        main(_conf(tmp_path / "api", syn))
     assert info.value.exit_code == 130 and info.value.step == 2 and info.value.checkpoint.is_file()
 
 

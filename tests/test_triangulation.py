@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from helpers import pose, rotation
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.geometry.camera import project, transform_points
 from imatch_s2ld.geometry.pose import relative_pose
@@ -198,15 +199,6 @@ def pair_scene(M: int = 32, seed: int = 0, H: int = 480, W: int = 640):
     return k0[None], k1[None], K[None], relative_pose(T0, T1)[None], d0, d1
 
 
-def rot_about(axis: int, deg: float) -> torch.Tensor:
-    a = math.radians(deg)
-    c, s = math.cos(a), math.sin(a)
-    i, j = [k for k in range(3) if k != axis]
-    R = torch.eye(4, dtype=F64)
-    R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
-    return R
-
-
 def test_regularizer_conf_strict():
     reg = TriangulationRegularizer({"kernel": "geman_mcclure"}, pixel_noise=2.0)
     assert reg.conf["kernel"] == "geman_mcclure" and reg.conf["pixel_noise"] == 2.0
@@ -271,7 +263,8 @@ def test_regularizer_monotonic_and_robust():
 
 def test_regularizer_noisy_poses_separate_correct_from_wrong():
     k0, k1, K, T, _, _ = pair_scene(M=64)
-    T_noisy = rot_about(1, 1.0) @ T[0] @ rot_about(0, 0.5)
+    turn = torch.from_numpy(pose(rotation("y", -1.0)))  # about 1 degree of rotation error on each side
+    T_noisy = turn @ T[0] @ torch.from_numpy(pose(rotation("x", 0.5)))
     reg = TriangulationRegularizer(pose_noise_deg=1.0)
     wrong = k1.clone()
     g = torch.Generator().manual_seed(3)

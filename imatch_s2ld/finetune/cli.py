@@ -32,10 +32,9 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
         prog=prog,
         description="Self-supervised fine-tuning of S2LD on an unlabeled video "
         "(iMatching: matches -> tracks -> bundle adjustment -> reprojection loss).",
-        epilog="Overrides: dotted keys with YAML values, e.g. model.loss.triangulation_weight=0.2; "
-        "options measured in the README: model.loss.triangulation_gate_px=6 (leave matches off the BA "
-        "epipolar geometry out of the loss), model.loss.track_weight=1 (multi-view track term); "
-        "all keys and defaults: imatch_s2ld/finetune/run.py DEFAULT_CONF",
+        epilog="Every option and its default, commented: configs/finetune_default.yaml (copy it and pass "
+        "--config, or override single keys: model.loss.track_weight=1 train.save_every=5). "
+        "Measurements behind the defaults: docs/finetuning.md.",
     )
     p.add_argument("--video", required=True, help="folder of frames (jpg/png, natural order) or a video file")
     p.add_argument("--out", required=True, help="output folder (checkpoints, report, plots)")
@@ -48,44 +47,44 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
         help="with the prior intrinsics: choose the focal length by BA cost on probe windows",
     )
     p.add_argument("--init", help="starting S2LD checkpoint (default: the shipped one)")
-    p.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1)")
+    p.add_argument("--stride", type=int, help="keep every N-th frame")
     p.add_argument("--max-frames", type=int, help="use at most N frames")
-    p.add_argument("--resize", help="longer side in pixels or WxH (default: frames as they are)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 400)")
-    p.add_argument("--lr", type=float, help="learning rate (default 3e-4)")
-    p.add_argument("--window-length", type=int, help="frames per window (default 4)")
+    p.add_argument("--resize", help="longer side in pixels or WxH")
+    p.add_argument("--steps", type=int, help="optimizer steps (train.max_steps)")
+    p.add_argument("--lr", type=float, help="learning rate (train.lr)")
+    p.add_argument("--window-length", type=int, help="frames per window (window.length)")
     p.add_argument(
         "--window-spacing",
         help="frame step inside a window, or several comma-separated (windows of several baselines; "
-        "default 4)",
+        "window.spacing)",
     )
     p.add_argument(
         "--geometry-from",
         type=source_argument,
         metavar="SOURCE",
-        help=f"where the window poses come from (default sift): {source_help()}",
+        help=f"where the window poses come from (model.geometry_from): {source_help()}",
     )
     p.add_argument(
         "--ba-grad",
         choices=BA_GRAD_MODES,
-        help="reprojection-term gradient w.r.t. the BA solution: fixed optimum (default) or implicit "
+        help="reprojection-term gradient w.r.t. the BA solution: fixed optimum or implicit "
         "(Theseus re-solve, implicit differentiation; needs model.loss.reprojection_weight > 0)",
     )
     p.add_argument("--eval-pairs", help="pairs_with_gt.txt or a COLMAP model folder: AUC before/after")
     p.add_argument("--eval-images", help="images of --eval-pairs (default: next to it)")
     p.add_argument("--eval-max-pairs", type=int, help="evaluate only the first N pairs")
-    p.add_argument("--eval-every", type=int, help="also evaluate every N steps (default: before/after only)")
+    p.add_argument("--eval-every", type=int, help="also evaluate every N steps (eval.every)")
     p.add_argument(
         "--baselines",
         help="comma-separated matchers also evaluated on --eval-pairs and reported beside before/after, "
-        "e.g. sift,aliked+lightglue (default none)",
+        "e.g. sift,aliked+lightglue",
     )
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--config", help="YAML file of overrides")
+    p.add_argument("--config", help="YAML file of options (configs/finetune_default.yaml lists them all)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     return p
 

@@ -30,20 +30,14 @@ def evaluate_baselines(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each matcher of ``names`` on the evaluation pairs with the before/after protocol, into
     ``out/<name>/`` (predictions cached there: a resumed run reuses them). Returns name -> summary."""
-    from ..eval.cli import EvalConfig, evaluate
-    from ..eval.export import ExportConfig
-    from ..eval.score import ScoreConfig
+    from ..eval import dataset_keys, evaluate
 
     results = {}
     for name in names:
         logger.info("baseline %s on the evaluation pairs", name)
-        conf = EvalConfig(
-            out=str(out / name.replace(":", "_").replace("/", "_")),
-            dataset=dataset,
-            export=ExportConfig(matcher=name, resize=resize, progress=False),
-            score=ScoreConfig(estimator=econf["estimator"], threshold_px=econf["threshold"]),
-            viz=0,
-        )
+        conf = {**dataset_keys(dataset), "out": str(out / name.replace(":", "_").replace("/", "_")),
+                "matcher": name, "resize": resize, "progress": False, "estimator": econf["estimator"],
+                "threshold": econf["threshold"], "viz": 0}
         results[name] = evaluate(conf)
     return results
 
@@ -52,18 +46,12 @@ def evaluate_pairs(
     net: S2LD, dataset: DatasetConfig, econf: Mapping[str, Any], out: Path, label: str, resize: Any, viz: int
 ) -> dict[str, Any]:
     """Relative-pose evaluation of ``net`` (:func:`imatch_s2ld.eval.evaluate`) into ``out``."""
-    from ..eval.cli import EvalConfig, evaluate
-    from ..eval.export import ExportConfig
-    from ..eval.score import ScoreConfig
+    from ..eval import dataset_keys, evaluate
 
     net.name = label  # type: ignore[attr-defined]
-    conf = EvalConfig(
-        out=str(out),
-        dataset=dataset,
-        export=ExportConfig(matcher=label, resize=resize, overwrite=True, progress=False),
-        score=ScoreConfig(estimator=econf["estimator"], threshold_px=econf["threshold"]),
-        viz=int(viz),
-    )
+    conf = {**dataset_keys(dataset), "out": str(out), "matcher": label, "resize": resize, "overwrite": True,
+            "progress": False, "estimator": econf["estimator"], "threshold": econf["threshold"],
+            "viz": int(viz)}
     return evaluate(conf, matcher=net)
 
 

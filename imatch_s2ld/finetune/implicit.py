@@ -92,7 +92,7 @@ def require_theseus() -> None:
 
     if theseus_ba.th is None:
         raise InputError("--ba-grad implicit needs theseus-ai: pip install 'imatch-s2ld[theseus]' "
-                         "(with libsuitesparse-dev and scikit-sparse; see README, 'Bundle adjustment')")
+                         "(with libsuitesparse-dev and scikit-sparse; see docs/bundle_adjustment.md)")
 
 
 def check_ba_grad(conf: Mapping[str, Any]) -> None:

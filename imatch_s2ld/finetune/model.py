@@ -63,7 +63,8 @@ DEFAULT_CONF: dict[str, Any] = {
     "min_points": 80,  # skip windows whose BA has fewer landmarks
     "min_registered": None,  # skip windows with fewer registered frames (None: all frames of the window)
     # contrast 0.02 (OpenCV: 0.04): on the foggy target video 5x more keypoints, 12 instead of 5 of 13
-    # windows pass the gate, and the BA poses' epipolar error of true correspondences halves (README)
+    # windows pass the gate, and the BA poses' epipolar error of true correspondences halves
+    # (docs/finetuning.md)
     "sift": {"num_features": 2000, "ratio": 0.8, "contrast_threshold": 0.02},
     # the aliked+lightglue / disk+lightglue sources (more options: imatch_s2ld.matchers.lightglue.DEFAULTS)
     "lightglue": {"max_keypoints": 2048, "filter_threshold": 0.1},
@@ -75,7 +76,6 @@ DEFAULT_CONF: dict[str, Any] = {
     # coarse matching (docs/finetuning.md)
     "trainable": ["fine", "backbone:fine"],
     "freeze": [],  # of those, prefixes held fixed as well (e.g. "fine.levels.0")
-    "debug_skip_rank": None,  # test knob: on this process rank every window is treated as failed
 }
 
 #: Statistics logged per step besides the loss terms (NaN on skipped windows).
@@ -229,11 +229,7 @@ class FinetuneModel(nn.Module):
             time_ba_s=t2 - t1,
             s2ld_matches=float(sum(len(p.matches) for p in s2ld.pairs)),
         )
-        success, reason = rec.success, rec.reason
-        if success:
-            success, reason = self._quality(rec, images.shape[0])
-        if self.conf["debug_skip_rank"] is not None and _rank() == int(self.conf["debug_skip_rank"]):
-            success, reason = False, f"debug_skip_rank={self.conf['debug_skip_rank']}"
+        success, reason = self._step_gate(rec, images.shape[0])
         self.last_reason = reason
         if not success:
             self._log_skip(start, reason)
@@ -407,6 +403,13 @@ class FinetuneModel(nn.Module):
             out = m if out is None else merge_window_matches(out, m)
         assert out is not None
         return out
+
+    def _step_gate(self, rec: WindowReconstruction, num_frames: int) -> tuple[bool, str]:
+        """Whether a training step uses the window: (success, reason). The reconstruction must have
+        succeeded and pass the quality gate."""
+        if not rec.success:
+            return False, rec.reason
+        return self._quality(rec, num_frames)
 
     def _quality(self, rec: WindowReconstruction, num_frames: int) -> tuple[bool, str]:
         need = num_frames if self.conf["min_registered"] is None else int(self.conf["min_registered"])

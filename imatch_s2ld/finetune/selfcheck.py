@@ -2,12 +2,13 @@
 
 The reference is the training geometry when it does not depend on the matcher, else SIFT
 (:func:`.geometry.reference_source`; named in the report as ``self_check.reference``); below "SIFT"
-stands for it. A user fine-tuning on their own video has no ground truth, but the SIFT bundle adjustment of a
-window (4 frames, hundreds of tracks) gives relative poses an order of magnitude more precise than
-two-view estimates (README: true correspondences lie 0.09 px from its epipolar lines on the synthetic
-target video). :func:`pseudo_pairs` takes the frame pairs of evenly spaced usable windows with their BA
-relative poses as pseudo ground truth; :func:`self_check` scores a matcher on them with the protocol of
-the evaluation (OpenCV RANSAC 0.5 px, pose error = max(rotation, translation direction), AUC@5/10/20).
+stands for it. A user fine-tuning on their own video has no ground truth, but the SIFT bundle adjustment of
+a window (4 frames, hundreds of tracks) gives relative poses an order of magnitude more precise than
+two-view estimates (docs/finetuning_reference.md: true correspondences lie 0.09 px from its epipolar lines
+on the synthetic target video). :func:`pseudo_pairs` takes the frame pairs of evenly spaced usable windows
+with their BA relative poses as pseudo ground truth; :func:`self_check` scores a matcher on them with the
+protocol of the evaluation (OpenCV RANSAC 0.5 px, pose error = max(rotation, translation direction),
+AUC@5/10/20).
 
 :func:`track_check` measures the precision of the matcher's output tracks on the same windows against
 the same poses held fixed: each keypoint of a window's first frame with predictions in two or more other
@@ -16,7 +17,7 @@ the BA reprojection error of the matcher's tracks at the fixed BA solution (what
 
 The windows are windows fine-tuning trains on: the check says how much the matcher improved **on this
 video**, not on held-out scenes. On the synthetic target videos it tracks the AUC against the true poses
-within 2 AUC points (README).
+within 2 AUC points (docs/finetuning.md).
 """
 
 from __future__ import annotations

@@ -590,7 +590,7 @@ def init_from_lightglue(model: S2LD, weights: str) -> list[str]:
     return list(mapped)
 
 
-#: The shipped default checkpoint (``--matcher s2ld``): see the README for how it was trained.
+#: The shipped default checkpoint (``--matcher s2ld``): see docs/s2ld_default.md for how it was trained.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "s2ld_default.pt"
 
 

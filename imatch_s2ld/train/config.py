@@ -7,8 +7,8 @@ A run is described by one nested dict. It is built in three layers::
 The YAML file and the overrides are first merged with each other (OmegaConf: ``${...}``
 interpolations are resolved), then merged **strictly** into ``default_conf`` with
 :func:`imatch_s2ld.conf.merge_conf`: a key that is not in the defaults (a typo) fails with a
-one-line :class:`~imatch_s2ld.errors.InputError` naming the dotted key. Values whose default is a
-bool, int or float are type-checked (``train.lr=abc`` fails, naming ``train.lr``). Keys whose
+one-line :class:`~imatch_s2ld.errors.InputError` naming the dotted key. Values are type-checked
+against their defaults (``train.lr=abc`` fails, naming ``train.lr``; rules: ``merge_conf``). Keys whose
 default is ``null`` are free-form (any value; dicts given by the YAML file and by overrides are
 deep-merged with each other, then replace the ``null``); the component that reads them checks
 them (e.g. ``model.overrides`` by ``S2LD.from_config``, ``data.synthetic.overrides`` by the
@@ -90,34 +90,6 @@ def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"configuration: {first_line(err)}") from None
 
 
-def check_types(default: Mapping[str, Any], conf: Mapping[str, Any], _prefix: str = "") -> None:
-    """Raise :class:`InputError` where ``conf`` gives a bool/int/float option a value of another type.
-
-    Ints are accepted for floats; integral floats (``1e3``) are not silently accepted for ints.
-    Options whose default is ``None`` or a string are not checked here.
-    """
-    for key, ref in default.items():
-        if key not in conf:
-            continue
-        value, name = conf[key], f"{_prefix}{key}"
-        if isinstance(ref, Mapping):
-            if isinstance(value, Mapping):
-                check_types(ref, value, f"{name}.")
-            continue
-        if value is None or ref is None or isinstance(ref, str):
-            continue
-        if isinstance(ref, bool):
-            ok, what = isinstance(value, bool), "true or false"
-        elif isinstance(ref, int):
-            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(ref, float):
-            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        else:
-            continue
-        if not ok:
-            raise InputError(f"configuration key {name!r}: expected {what}, got {value!r}")
-
-
 def build_config(
     default: Mapping[str, Any],
     path: str | Path | None = None,
@@ -139,7 +111,6 @@ def build_config(
     user = resolve(*layers) if layers else {}
     try:
         conf = merge_conf(default, user)
-        check_types(default, user)
     except InputError as err:
         where = f"{path}: " if path is not None else ""
         raise InputError(f"{where}{err}") from None

@@ -128,7 +128,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "progress": True,
     "record_indices": False,
     "stop_after_steps": None,
-    "interrupt_at_step": None,
     # a validation metric (higher is better) whose best value's model is kept in <run_dir>/best.pt;
     # "auto": the first "<set>/auc@10" if the validation gives one; None: off
     "best_metric": "auto",
@@ -391,6 +390,10 @@ class Trainer:
         with open(self.run_dir / name, "a") as f:  # strict JSON: NaN/inf written as null
             f.write(json.dumps(clean, sort_keys=True) + "\n")
 
+    def _step_done(self, step: int) -> None:
+        """Called on the main process after each optimizer step (and its logging), before the
+        stop-signal check; nothing by default (tests patch it, e.g. to send a real Ctrl-C)."""
+
     def _save(self, model: nn.Module, optimizer: Any, scheduler: Any, sampler: Any, step: int,
               epoch: int, consumed: int, run_config: Mapping[str, Any] | None) -> Path:
         acc = self.accelerator
@@ -444,7 +447,7 @@ class Trainer:
                              "the training data or sampling settings changed") from None
         if acc.is_main_process and run_config is not None:
             diffs = config_differences(ckpt.get("run_config") or {}, run_config)
-            session = ("train.resume", "train.max_steps", "train.stop_after_steps", "train.interrupt_at_step",
+            session = ("train.resume", "train.max_steps", "train.stop_after_steps",
                        "train.progress", "train.overwrite")
             diffs = [d for d in diffs if not d.startswith(session)]
             if diffs:
@@ -662,9 +665,8 @@ class Trainer:
                                             pairs_s=f"{row['pairs_per_s']:.1f}")
                         sums, counts, train_time, pairs_done = {}, {}, 0.0, 0
 
-                    if conf["interrupt_at_step"] is not None and step == int(conf["interrupt_at_step"]) \
-                            and acc.is_main_process:
-                        os.kill(os.getpid(), signal.SIGINT)  # test knob: a real Ctrl-C
+                    if acc.is_main_process:
+                        self._step_done(step)
                     requested = stop.signum is not None
                     if world > 1:
                         flag = torch.tensor(float(requested), device=acc.device)

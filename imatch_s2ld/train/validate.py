@@ -1,7 +1,7 @@
 """Periodic validation during training: relative-pose AUC of the model being trained.
 
 The model is used as a :class:`imatch_s2ld.matchers.Matcher` (``model.match(img0, img1)``) and
-run through the project's evaluation (:func:`imatch_s2ld.eval.cli.evaluate` with
+run through the project's evaluation (:func:`imatch_s2ld.eval.evaluate` with
 ``matcher=model``): same protocol as ``imatch evaluate`` (OpenCV RANSAC, pose error
 ``max(R, t)``, AUC@5/10/20 in percent). Validation sets (the ``val`` section):
 
@@ -101,7 +101,7 @@ class Validator:
         return bool(self.sets)
 
     def __call__(self, model: Any, step: int) -> dict[str, float]:
-        from ..eval.cli import evaluate
+        from ..eval import evaluate
 
         metrics: dict[str, float] = {}
         for name, spec in self.sets.items():

@@ -1,9 +1,9 @@
 """Optional reference backend: Theseus (``theseus-ai``) Levenberg-Marquardt with a sparse Cholesky solver.
 
 Install: ``pip install 'imatch-s2ld[theseus]'`` (needs ``libsuitesparse-dev`` and ``scikit-sparse`` for
-``th.CholmodSparseSolver``; see the README). Cholmod only takes a constant damping, so on that path
-Theseus accepts every step and the best iterate is returned; without scikit-sparse (or off CPU) the
-dense Cholesky solver runs true LM with step rejection (``extra["linear_solver"]`` says which).
+``th.CholmodSparseSolver``; see docs/bundle_adjustment.md). Cholmod only takes a constant damping, so on
+that path Theseus accepts every step and the best iterate is returned; without scikit-sparse (or off CPU)
+the dense Cholesky solver runs true LM with step rejection (``extra["linear_solver"]`` says which).
 
 - Variables: ``th.SE3`` per free observed frame, ``th.Point3`` per free observed point (optimisation
   variables); fixed frames and points are auxiliary variables. One analytic-Jacobian cost function
@@ -53,7 +53,8 @@ _ABS_COST_TOLERANCE = 1e-20
 def _require_theseus() -> None:
     if th is None:
         raise InputError(
-            "backend 'theseus' needs theseus-ai: pip install 'imatch-s2ld[theseus]' (see README)")
+            "backend 'theseus' needs theseus-ai: pip install 'imatch-s2ld[theseus]' "
+            "(see docs/bundle_adjustment.md)")
 
 
 def _project(cam: Tensor, K: Tensor, xy: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,65 @@
+"""Helpers shared by the test files (``from helpers import ...``; pytest puts ``tests/`` on the path).
+
+Fixtures live in ``conftest.py``; these are plain functions: synthetic images, poses, and the
+one-line-error assertion every bad-input test makes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from imatch_s2ld.errors import InputError
+
+__all__ = ["one_line", "panning_images", "pose", "raises_one_line", "rotation"]
+
+
+def raises_one_line(fn: Callable[..., Any], *args: Any, match: str, **kwargs: Any) -> str:
+    """Call ``fn(*args, **kwargs)``; assert it raises an :class:`InputError` of one line matching
+    ``match`` (a regular expression); return the message."""
+    with pytest.raises(InputError, match=match) as info:
+        fn(*args, **kwargs)
+    return one_line(info.value)
+
+
+def one_line(err: BaseException | str) -> str:
+    """The text of an error (or a captured stderr) that must be a single line."""
+    text = str(err).strip()
+    assert text and "\n" not in text, f"not one line: {text!r}"
+    return text
+
+
+def panning_images(n: int = 3, h: int = 96, w: int = 128, seed: int = 0) -> torch.Tensor:
+    """``(n, 1, h, w)`` smooth random texture in [0, 1] seen by a camera panning right: the content
+    moves 4 px left per frame."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(1, 1, h // 4, w // 4 + n, generator=g)
+    base = torch.nn.functional.interpolate(noise, size=(h, w + 4 * n), mode="bilinear", align_corners=False)
+    return torch.cat([base[..., 4 * i: 4 * i + w] for i in range(n)])
+
+
+def rotation(axis: str, deg: float) -> np.ndarray:
+    """``(3, 3)`` float64 right-handed rotation by ``deg`` degrees about ``axis`` ("x", "y" or "z")."""
+    a = math.radians(deg)
+    c, s = math.cos(a), math.sin(a)
+    i, j = [k for k in range(3) if k != "xyz".index(axis)]
+    R = np.eye(3)
+    R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
+    if axis == "y":  # about y the right-handed sense puts +sin at (0, 2)
+        R = R.T
+    return R
+
+
+def pose(R: Any = None, t: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """``(4, 4)`` float64 pose ``[R | t]`` (world-to-camera by the project's convention); ``R`` defaults
+    to the identity and may be a numpy array or a tensor."""
+    T = np.eye(4)
+    if R is not None:
+        T[:3, :3] = np.asarray(R, dtype=np.float64)
+    T[:3, 3] = np.asarray(t, dtype=np.float64)
+    return T
