@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import pose, rotation
+from helpers import pose, rotation, two_view_scene
 from imatch_s2ld.geometry import (
     essential_from_pose,
     estimate_relative_pose,
@@ -198,12 +198,9 @@ def test_warp_keypoints_plane_and_occlusion():
 
 def test_estimate_relative_pose_all_methods():
     rng = np.random.default_rng(0)
-    X0 = rng.uniform([-2, -2, 4], [2, 2, 8], size=(200, 3))
     T01 = make_T(rot_y(8) @ rot_z(3), [1.0, 0.2, 0.1]).numpy()
-    X1 = X0 @ T01[:3, :3].T + T01[:3, 3]
     Kn = K.numpy()
-    p0 = X0[:, :2] / X0[:, 2:] * Kn[[0, 1], [0, 1]] + Kn[:2, 2]
-    p1 = X1[:, :2] / X1[:, 2:] * Kn[[0, 1], [0, 1]] + Kn[:2, 2]
+    _, p0, p1 = two_view_scene(T01, Kn, 200)
     p1[:20] += rng.uniform(-30, 30, size=(20, 2))  # 10% outliers
     for method in ("ransac", "magsac", "pycolmap"):
         est = estimate_relative_pose(p0, p1, Kn, Kn, method=method, threshold_px=1.0)

@@ -1,7 +1,8 @@
 """Helpers shared by the test files (``from helpers import ...``; pytest puts ``tests/`` on the path).
 
-Fixtures live in ``conftest.py``; these are plain functions: synthetic images, poses, and the
-one-line-error assertion every bad-input test makes.
+Fixtures live in ``conftest.py`` (``device``, rendered scenes, a tiny checkpoint); these are plain
+functions: synthetic images, poses, a two-view scene, and the one-line-error assertion every
+bad-input test makes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from imatch_s2ld.errors import InputError
 
-__all__ = ["one_line", "panning_images", "pose", "raises_one_line", "rotation"]
+__all__ = ["one_line", "panning_images", "pose", "raises_one_line", "rotation", "two_view_scene"]
 
 
 def raises_one_line(fn: Callable[..., Any], *args: Any, match: str, **kwargs: Any) -> str:
@@ -63,3 +64,14 @@ def pose(R: Any = None, t: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
         T[:3, :3] = np.asarray(R, dtype=np.float64)
     T[:3, 3] = np.asarray(t, dtype=np.float64)
     return T
+
+
+def two_view_scene(T_0to1: np.ndarray, K: np.ndarray, n: int = 200, seed: int = 0,
+                   depth: tuple[float, float] = (4.0, 8.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` random points in front of camera 0 (x, y in [-2, 2], z in ``depth``) and their exact pixels in
+    both views: ``X0 (n, 3)`` in camera-0 coordinates, ``kpts0``, ``kpts1`` ``(n, 2)`` (float64)."""
+    rng = np.random.default_rng(seed)
+    X0 = rng.uniform([-2, -2, depth[0]], [2, 2, depth[1]], size=(n, 3))
+    X1 = X0 @ T_0to1[:3, :3].T + T_0to1[:3, 3]
+    f, c = K[[0, 1], [0, 1]], K[:2, 2]
+    return X0, X0[:, :2] / X0[:, 2:] * f + c, X1[:, :2] / X1[:, 2:] * f + c
