@@ -41,7 +41,8 @@ from imatch_s2ld.ba import reconstruct_window
 from imatch_s2ld.finetune import open_video, resolve_intrinsics
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matches
-from imatch_s2ld.finetune.loss import FinetuneLoss, WindowTargets
+from imatch_s2ld.finetune.loss import FinetuneLoss
+from imatch_s2ld.finetune.targets import WindowTargets
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
 from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from imatch_s2ld.synthetic import generate

@@ -24,7 +24,8 @@ from imatch_s2ld.finetune.implicit import (
     reprojection_residuals,
     solve_ba_implicit,
 )
-from imatch_s2ld.finetune.loss import FinetuneLoss, WindowTargets
+from imatch_s2ld.finetune.loss import FinetuneLoss
+from imatch_s2ld.finetune.targets import WindowTargets
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
 from imatch_s2ld.models import S2LD
 

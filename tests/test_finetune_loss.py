@@ -7,8 +7,10 @@ import torch
 from conftest import max_grad
 
 from imatch_s2ld.ba import reconstruct_window
+from imatch_s2ld.errors import InputError
 from imatch_s2ld.finetune import open_video, resolve_intrinsics
-from imatch_s2ld.finetune.loss import FinetuneLoss, WindowTargets
+from imatch_s2ld.finetune.loss import FinetuneLoss
+from imatch_s2ld.finetune.targets import WindowTargets
 from imatch_s2ld.finetune.window import match_window, window_pairs
 from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
 from imatch_s2ld.synthetic import generate
@@ -59,3 +61,23 @@ def test_failed_reconstruction_gives_no_targets(window):
     assert not rec.success
     with pytest.raises(ValueError, match="window reconstruction failed: init: too few tracks"):
         WindowTargets.from_reconstruction(rec, matches)
+
+
+def test_terms_are_parts_with_their_own_options_and_metrics():
+    from imatch_s2ld.finetune.loss import DEFAULT_CONF, TERM_KEYS
+    from imatch_s2ld.finetune.terms import TERMS, LossTerm
+
+    for name, cls in TERMS.items():
+        assert issubclass(cls, LossTerm) and cls.name == name
+        assert f"{name}_weight" in cls.default_conf and set(cls.default_conf) <= set(DEFAULT_CONF)
+        assert name in TERM_KEYS and set(cls.metrics) <= set(TERM_KEYS)
+    loss = FinetuneLoss({"track_weight": 1.0})
+    assert set(loss.terms) == set(TERMS)
+    active = {n for n, t in loss.terms.items() if t.active}
+    assert active == {"reprojection", "triangulation", "track"}  # matching: weight 0, not computed
+    assert not loss.needs_tracks and FinetuneLoss({"matching_weight": 1.0}).needs_tracks
+    assert FinetuneLoss({"reprojection_weight": 0.1, "reprojection_points": "prediction"}).needs_tracks
+    with pytest.raises(InputError, match=r"^model.loss.track_weight: expected a number >= 0, got -1"):
+        FinetuneLoss({"track_weight": -1})
+    with pytest.raises(InputError, match=r"^model.loss.triangulation_levels: expected one of all, last"):
+        FinetuneLoss({"triangulation_levels": "first"})

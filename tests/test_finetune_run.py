@@ -21,10 +21,10 @@ from imatch_s2ld.finetune import open_video, resolve_intrinsics
 from imatch_s2ld.finetune.cli import main
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matches
-from imatch_s2ld.finetune.loss import WindowTargets, fundamental, track_matches, warp_points
 from imatch_s2ld.finetune.model import FinetuneModel
 from imatch_s2ld.finetune.report import SUMMARY_KEYS, common_observations
 from imatch_s2ld.finetune.selfcheck import PseudoPair, pseudo_pairs, self_check, track_check
+from imatch_s2ld.finetune.targets import WindowTargets, fundamental, track_matches
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
 from imatch_s2ld.geometry.epipolar import sampson_distance
 from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT, S2LD
@@ -262,19 +262,6 @@ def test_fundamental_matrix_of_a_known_motion():
     d = sampson_distance(xa, xb, F, squared=False)
     assert torch.allclose(d, torch.zeros(2, dtype=torch.float64), atol=1e-9)
     assert float(sampson_distance(xa, xb + torch.tensor([0.0, 2.0]), F, squared=False).min()) > 0.5
-
-
-def test_warp_points_follow_the_ray_at_the_given_depth():
-    K = torch.tensor([[200.0, 0, 80], [0, 200, 60], [0, 0, 1]], dtype=torch.float64)
-    T = torch.eye(4, dtype=torch.float64)
-    w = torch.tensor([[0, -0.05, 0.1], [0.05, 0, -0.02], [-0.1, 0.02, 0]], dtype=torch.float64)
-    T[:3, :3] = torch.linalg.matrix_exp(w)  # a rotation (exp of a skew matrix)
-    T[:3, 3] = torch.tensor([0.3, -0.1, 0.2])
-    X = torch.tensor([[0.5, 0.2, 5.0], [-1.0, 0.4, 3.0]], dtype=torch.float64)
-    xa = (X @ K.T)[:, :2] / X[:, 2:]
-    Xb = X @ T[:3, :3].T + T[:3, 3]
-    xb = (Xb @ K.T)[:, :2] / Xb[:, 2:]
-    assert torch.allclose(warp_points(xa, X[:, 2], K, K, T), xb, atol=1e-9)
 
 
 def test_batch_inputs_rejects_several_windows(window):

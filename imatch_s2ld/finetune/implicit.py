@@ -49,7 +49,7 @@ from ..errors import InputError
 from ..geometry.camera import project, transform_points
 
 if TYPE_CHECKING:
-    from .loss import WindowTargets
+    from .targets import WindowTargets
 
 __all__ = [
     "BA_GRAD_MODES", "DEFAULT_CONF", "ImplicitBAError", "ImplicitSolution", "WindowObservations",
@@ -191,7 +191,7 @@ def landmarks_from_targets(targets: WindowTargets, K: Tensor) -> Tensor:
     targets (they agree up to float32 rounding: the target is the landmark's projection).
 
     Args:
-        targets: :class:`imatch_s2ld.finetune.loss.WindowTargets` (``xy``, ``depth``, ``track``:
+        targets: :class:`imatch_s2ld.finetune.targets.WindowTargets` (``xy``, ``depth``, ``track``:
             ``(N, Kmax)``).
         K: ``(3, 3)`` or ``(N, 3, 3)`` intrinsics.
     """
@@ -377,7 +377,7 @@ class WindowObservations:
         ``(2 L,)`` in pixels (detached) and the solution.
 
         Args:
-            targets: the window's :class:`imatch_s2ld.finetune.loss.WindowTargets`.
+            targets: the window's :class:`imatch_s2ld.finetune.targets.WindowTargets`.
             K: ``(3, 3)`` or ``(N, 3, 3)`` intrinsics.
         """
         if not self._xy:

@@ -45,7 +45,8 @@ from .data import gray_uint8
 from .geometry import geometry_source, learned_window_matches, merge_window_matches, sift_window_matches
 from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
-from .loss import TERM_KEYS, FinetuneLoss, WindowTargets
+from .loss import TERM_KEYS, FinetuneLoss
+from .targets import WindowTargets
 from .window import WindowMatches, match_window, window_matches, window_pairs
 
 __all__ = [
@@ -320,10 +321,7 @@ class FinetuneModel(nn.Module):
         predictions (``reprojection_points: prediction`` or ``ba_grad: implicit``). The triangulation
         term needs the BA poses alone, the keypoint reprojection term builds its tracks from the
         gradient pass's own matches."""
-        loss = self.criterion.conf
-        reprojection = float(loss["reprojection_weight"]) > 0 and (
-            loss["reprojection_points"] == "prediction" or loss["ba_grad"] == "implicit")
-        return self.source.uses_matcher or reprojection or float(loss["matching_weight"]) > 0
+        return self.source.uses_matcher or self.criterion.needs_tracks
 
     # ---------------------------------------------------------------- helpers
     def _select_trainable(self, trainable: str | list[str], freeze: list[str]) -> None:
