@@ -95,3 +95,24 @@ def test_tiny_model_overfits_two_pairs(batch):
     else:
         pytest.fail(f"no step with coarse precision > 0.9: {history[-10:]}")
     assert out.terms["coarse"].item() < 0.2 * first_coarse
+
+
+def test_supervised_terms_are_parts_with_their_own_options(batch):
+    from imatch_s2ld.models.loss_terms import TERMS
+    from imatch_s2ld.models.s2ld_loss import S2LDLoss
+
+    torch.manual_seed(0)
+    model = S2LD.from_config("tiny")
+    out = model.loss(model(**model.batch_inputs(batch)), batch)
+    total = 0.0
+    for name, cls in TERMS.items():
+        assert cls.name == name and set(cls.default_conf) <= set(S2LDLoss.default_conf)
+        for key in cls.outputs:
+            assert f"{key}_weight" in cls.default_conf and key in out.terms
+            total += float(out.terms[key])
+    assert float(out.total) == pytest.approx(total, rel=1e-5)  # the total is the sum of the weighted terms
+    off = S2LD.from_config("tiny", loss={"fine_weight": 0.0})
+    off.load_state_dict(model.state_dict())
+    out_off = off.loss(off(**off.batch_inputs(batch)), batch)
+    assert float(out_off.terms["fine"]) == 0 and float(out_off.total) == pytest.approx(
+        float(out.total) - float(out.terms["fine"]), rel=1e-5)

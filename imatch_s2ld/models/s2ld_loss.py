@@ -1,6 +1,7 @@
 """The supervised loss of S2LD (owned by the model: :meth:`S2LD.loss`).
 
-Terms (weights in ``S2LD.default_conf["loss"]``):
+Terms (weights in ``S2LD.default_conf["loss"]``), each one object in :mod:`.loss_terms` (one file per
+term, registered in :data:`.loss_terms.TERMS`):
 
 - ``coarse``: focal loss on the dual-softmax score matrix against the ground-truth pairs of the
   detected keypoints (:func:`imatch_s2ld.losses.supervision.keypoint_correspondences`: depth + pose
@@ -26,14 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 from ..conf import merge_conf
 from ..errors import InputError
-from ..losses.matching import fine_loss, focal_loss, keypoint_loss, uncertainty_nll
-from ..losses.supervision import KeypointCorrespondences
-from ..losses.triangulation import TriangulationRegularizer
+from .loss_terms import TERMS, SupervisedTerm
 
 if TYPE_CHECKING:
     from .s2ld import S2LDOutput
@@ -60,28 +58,20 @@ def supervision_from_batch(batch: Mapping[str, Any]) -> dict[str, Tensor]:
 
 
 class S2LDLoss(nn.Module):
-    """Computes :class:`LossOutput` from an :class:`S2LDOutput` produced with ``supervision``."""
+    """Computes :class:`LossOutput` from an :class:`S2LDOutput` produced with ``supervision``: the
+    weighted sum of the terms' losses (:data:`.loss_terms.TERMS`, in order)."""
 
+    #: options shared by the terms and the supervision, then each term's (weights included)
     default_conf: dict[str, Any] = {
         "gt_radius_px": 5.0,  # GT pair: mutual nearest keypoints within this distance after the warp
         "depth_tolerance": 0.2,  # occlusion check: relative depth difference
-        "focal_alpha": 0.25,
-        "focal_gamma": 2.0,
-        "pos_weight": 1.0,
-        "neg_weight": 1.0,
-        "coarse_weight": 1.0,
-        "fine_weight": 1.0,
-        "uncertainty_weight": 0.05,
-        "repeatability_weight": 0.5,
-        "localisation_weight": 0.05,
-        "triangulation_weight": 0.1,
-        "triangulation": TriangulationRegularizer.default_conf,
+        **{k: v for term in TERMS.values() for k, v in term.default_conf.items()},
     }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.conf = conf = merge_conf(self.default_conf, conf)
-        self.regularizer = TriangulationRegularizer(conf["triangulation"])
+        self.conf = merge_conf(self.default_conf, conf)
+        self.terms: dict[str, SupervisedTerm] = {name: cls(self.conf) for name, cls in TERMS.items()}
 
     def forward(self, pred: S2LDOutput, batch: Mapping[str, Any],
                 window_radii: tuple[float, ...]) -> LossOutput:
@@ -89,87 +79,18 @@ class S2LDLoss(nn.Module):
             pred: output of ``S2LD.forward(..., supervision=...)`` (``pred.gt`` set).
             batch: the training batch (supervision keys, see :data:`SUPERVISION_KEYS`).
             window_radii: half-width in pixels of each refinement level's window.
+        Returns:
+            ``total`` and ``terms``: each weighted loss and every term's metrics (detached).
         """
-        gt = pred.gt
-        if gt is None:
+        if pred.gt is None:
             raise InputError("S2LD.loss needs the output of forward(..., supervision=...)")
-        c = self.conf
-        terms: dict[str, Tensor] = {}
-
-        # Coarse: focal loss on known pairs.
-        kv0, kv1 = pred.kpts_valid0, pred.kpts_valid1
-        known = (kv0[:, :, None] & kv1[:, None, :]) & (gt.valid0[:, :, None] | gt.valid1[:, None, :])
-        terms["coarse"] = c["coarse_weight"] * focal_loss(
-            pred.scores, gt.matrix, known, c["focal_alpha"], c["focal_gamma"], c["pos_weight"],
-            c["neg_weight"])
-
-        # Fine: every match (predicted + ground-truth) whose keypoint has a valid warp.
-        b, i = pred.matches_b, pred.matches_i
-        target, tvalid = gt.warped0[b, i], gt.valid0[b, i]
-        fine_terms, unc_terms = [], []
-        centre = pred.kpts1[b, pred.matches_j]
-        for k, (level, radius) in enumerate(zip(pred.fine_levels, window_radii)):
-            inside = tvalid & ((target - centre.detach()).abs().amax(dim=-1) <= radius)
-            pred_n, std_n, target_n = level.expectation / radius, level.std / radius, target / radius
-            fine_terms.append(fine_loss(pred_n, std_n, target_n, inside))
-            unc_terms.append(uncertainty_nll(pred_n, std_n, target_n, inside))
-            err = (level.expectation.detach() - target).norm(dim=-1)[inside]
-            terms[f"fine_err_px_l{k}"] = err.median() if err.numel() else err.new_tensor(float("nan"))
-            centre = level.expectation
-        zero = pred.mkpts1.sum() * 0.0
-        terms["fine"] = c["fine_weight"] * torch.stack([zero, *fine_terms]).sum()
-        terms["uncertainty"] = c["uncertainty_weight"] * torch.stack([zero, *unc_terms]).sum()
-
-        # Keypoint head.
-        rep, loc = keypoint_loss(pred.kpts_logits0, pred.kpts_logits1, pred.kpts0, pred.kpts1, gt.matrix,
-                                 gt.warped0, gt.warped1, gt.valid0, gt.valid1, kv0, kv1)
-        terms["repeatability"] = c["repeatability_weight"] * rep
-        terms["localisation"] = c["localisation_weight"] * loc
-
-        # Triangulation regularizer on the final matches, per batch element.
-        tri, reproj = self._triangulation(pred, batch)
-        terms["triangulation"] = c["triangulation_weight"] * tri
-
-        total = sum(terms[k] for k in ("coarse", "fine", "uncertainty", "repeatability", "localisation",
-                                       "triangulation"))
-        terms = {k: v.detach().float() for k, v in terms.items()}
-        terms.update(self._metrics(pred, gt))
-        terms["tri_reproj_px"] = reproj
+        weighted: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        for term in self.terms.values():
+            losses, m = term(pred, batch, window_radii)
+            weighted.update({k: self.conf[f"{k}_weight"] * losses[k] for k in term.outputs})
+            metrics.update(m)
+        total = sum(weighted.values())
+        terms = {k: v.detach().float() for k, v in weighted.items()}
+        terms.update(metrics)
         return LossOutput(total=total.float(), terms=terms)
-
-    def _triangulation(self, pred: S2LDOutput, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
-        losses, weights, reproj = [], [], []
-        for bi in range(pred.kpts0.shape[0]):
-            sel = pred.matches_b == bi
-            if not sel.any():
-                continue
-            depth0, depth1 = batch["depth0"][bi], batch["depth1"][bi]
-            out = self.regularizer(
-                pred.mkpts0[sel], pred.mkpts1[sel], batch["K0"][bi], batch["K1"][bi], batch["T_0to1"][bi],
-                weights=pred.mconf[sel].detach().float(), depth0=depth0, depth1=depth1,
-                image_size=(depth0.shape[-1], depth0.shape[-2]))
-            if out.num_valid:
-                losses.append(out.loss)
-                weights.append(float(out.num_valid))
-                reproj.append(out.reproj_px[out.valid])
-        zero = pred.mkpts1.sum() * 0.0
-        if not losses:
-            return zero, zero.detach() + float("nan")
-        w = torch.tensor(weights, device=zero.device)
-        tri = (torch.stack(losses) * w).sum() / w.sum()
-        return tri, torch.cat(reproj).median().detach().float()
-
-    def _metrics(self, pred: S2LDOutput, gt: KeypointCorrespondences) -> dict[str, Tensor]:
-        with torch.no_grad():
-            own = ~pred.matches_extra
-            b, i, j = pred.matches_b[own], pred.matches_i[own], pred.matches_j[own]
-            dist = (gt.warped0[b, i] - pred.kpts1[b, j].float()).norm(dim=-1)
-            known = gt.valid0[b, i]
-            correct = (dist < self.conf["gt_radius_px"]) & known
-            n_known = known.sum()
-            precision = correct.sum().float() / n_known.clamp_min(1).float()
-            return {
-                "coarse_precision": torch.where(n_known > 0, precision, precision.new_tensor(float("nan"))),
-                "num_pred": own.sum().float() / pred.kpts0.shape[0],
-                "num_gt": gt.matrix.sum().float() / pred.kpts0.shape[0],
-            }
