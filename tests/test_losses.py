@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from imatch_s2ld.geometry import invert_pose, project, transform_points, unproject
-from imatch_s2ld.losses.matching import fine_loss, focal_loss, keypoint_loss, uncertainty_nll
+from imatch_s2ld.losses.matching import (
+    bilinear_cell_targets,
+    fine_loss,
+    focal_loss,
+    keypoint_loss,
+    uncertainty_nll,
+    window_classification_loss,
+)
 from imatch_s2ld.losses.supervision import keypoint_correspondences
 
 H, W = 48, 64
@@ -110,3 +118,32 @@ def test_supervision_agrees_with_projection():
     X = unproject(kpts0, torch.full((1, 20), 4.0), K)
     expected = project(transform_points(T01, X), K)
     assert torch.allclose(gt.warped0[gt.valid0], expected[gt.valid0], atol=1e-4)
+
+
+# ------------------------------------------------------------ S2DNet: correspondence maps as classification
+def test_bilinear_cell_targets_spread_over_the_four_nearest_cells():
+    t = bilinear_cell_targets(torch.tensor([[1.25, 2.5], [0.0, 0.0], [4.0, 2.0], [-0.5, 1.0]]), size=5)
+    assert t.shape == (4, 25)
+    grid = t[0].view(5, 5)  # rows = y, columns = x
+    expected = {(2, 1): 0.375, (2, 2): 0.125, (3, 1): 0.375, (3, 2): 0.125}
+    for (y, x), w in expected.items():
+        assert float(grid[y, x]) == pytest.approx(w)
+    assert float(t[0].sum()) == pytest.approx(1.0)
+    assert float(t[1, 0]) == 1.0 and float(t[2].view(5, 5)[2, 4]) == 1.0  # on a cell: all of it there
+    assert float(t[3].sum()) == pytest.approx(0.5)  # half outside the window: that half is dropped
+    with pytest.raises(ValueError, match="offset must be"):
+        bilinear_cell_targets(torch.zeros(3), 5)
+
+
+def test_window_classification_loss_is_minimal_at_the_target_and_trains_the_logits():
+    target = bilinear_cell_targets(torch.tensor([[1.25, 2.5], [3.0, 1.0]]), size=5)
+    entropy = -(target * target.clamp_min(1e-12).log()).sum(-1).mean()
+    exact = target.clamp_min(1e-9).log()
+    assert float(window_classification_loss(exact, target)) == pytest.approx(float(entropy), abs=1e-4)
+    logits = torch.randn(2, 25, requires_grad=True)
+    loss = window_classification_loss(logits, target)
+    assert torch.isfinite(loss) and float(loss) > float(entropy)
+    loss.backward()
+    assert float(logits.grad.abs().sum()) > 0
+    empty = window_classification_loss(logits, target, torch.zeros(2, dtype=torch.bool))
+    assert float(empty) == 0 and empty.requires_grad

@@ -38,7 +38,7 @@ def _extra(n: int = 6, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torc
 
 def _float_tensors(out: S2LDOutput) -> dict[str, torch.Tensor]:
     fields = {k: v for k, v in vars(out).items() if isinstance(v, torch.Tensor)}
-    for lvl, (exp, std) in enumerate(out.fine_levels):
+    for lvl, (exp, std) in enumerate((lv.expectation, lv.std) for lv in out.fine_levels):
         fields[f"fine{lvl}.expectation"], fields[f"fine{lvl}.std"] = exp, std
     return {k: v for k, v in fields.items() if v.is_floating_point()}
 
@@ -62,7 +62,7 @@ def test_output_shapes_and_dtypes():
         assert getattr(out, name).dtype == torch.long
     assert out.kpts_valid0.dtype == torch.bool and out.matches_extra.dtype == torch.bool
     assert len(out.fine_levels) >= 2
-    for exp, std in out.fine_levels:
+    for exp, std in ((lv.expectation, lv.std) for lv in out.fine_levels):
         assert exp.shape == (m, 2) and std.shape == (m,) and (std > 0).all()
     for name, t in _float_tensors(out).items():
         assert t.dtype == torch.float32 and torch.isfinite(t).all(), name
@@ -94,7 +94,7 @@ def test_zero_matches():
     out = model(image0, image1)
     assert out.matches_b.shape == (0,) and out.mkpts0.shape == (0, 2) and out.mkpts1.shape == (0, 2)
     assert out.mconf.shape == (0,) and out.muncertainty.shape == (0,)
-    for exp, std in out.fine_levels:
+    for exp, std in ((lv.expectation, lv.std) for lv in out.fine_levels):
         assert exp.shape == (0, 2) and std.shape == (0,)
     loss = out.kpts_logits0.mean() + out.scores.sum() + out.mkpts1.sum() + out.muncertainty.sum()
     loss.backward()  # M = 0 is also fine for the backward pass
@@ -128,7 +128,7 @@ def test_gradients_reach_every_parameter():
 
     loss = (rnd(out.kpts_logits0) * out.kpts_logits0).sum() + (rnd(out.kpts_logits1) * out.kpts_logits1).sum()
     loss = loss + (rnd(out.scores) * out.scores).sum() * 100
-    for exp, std in out.fine_levels:
+    for exp, std in ((lv.expectation, lv.std) for lv in out.fine_levels):
         loss = loss + (rnd(exp) * exp).sum() + (rnd(std) * std).sum()
     loss.backward()
     bad = []

@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import max_grad
 
+from helpers import raises_one_line
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.models import S2LD
 
@@ -116,3 +118,25 @@ def test_supervised_terms_are_parts_with_their_own_options(batch):
     out_off = off.loss(off(**off.batch_inputs(batch)), batch)
     assert float(out_off.terms["fine"]) == 0 and float(out_off.total) == pytest.approx(
         float(out.total) - float(out.terms["fine"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["classification", "both"])
+def test_classification_fine_loss_is_finite_and_trains_the_local_dense_stage(batch, mode):
+    torch.manual_seed(0)
+    only_fine = {k: 0.0 for k in ("coarse_weight", "uncertainty_weight", "repeatability_weight",
+                                  "localisation_weight", "triangulation_weight")}
+    model = S2LD.from_config("tiny", loss={"fine_loss": mode, **only_fine})
+    out = model.loss(model(**model.batch_inputs(batch)), batch)
+    assert torch.isfinite(out.total) and float(out.terms["fine"]) > 0
+    out.total.backward()  # the fine term alone: its gradient reaches the local-dense stage
+    assert max_grad(model, "fine") > 0
+    l2 = S2LD.from_config("tiny", loss=only_fine)
+    l2.load_state_dict(model.state_dict())
+    out_l2 = l2.loss(l2(**l2.batch_inputs(batch)), batch)
+    if mode == "both":  # the classification part comes on top of the L2 part
+        assert float(out.terms["fine"]) > float(out_l2.terms["fine"])
+
+
+def test_unknown_fine_loss_is_one_line():
+    raises_one_line(S2LD.from_config, "tiny", loss={"fine_loss": "ce"},
+                    match=r"^model.loss.fine_loss: expected one of l2, classification, both, got 'ce'$")

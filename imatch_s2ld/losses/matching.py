@@ -63,6 +63,54 @@ def fine_loss(expectation: Tensor, std: Tensor, target: Tensor, valid: Tensor | 
     return (w * err2[valid]).mean()
 
 
+def bilinear_cell_targets(offset: Tensor, size: int) -> Tensor:
+    """Spread sub-cell target positions over the four nearest cells of a ``size x size`` window.
+
+    Args:
+        offset: ``(M, 2)`` target ``(x, y)`` in cell units from the window's top-left cell centre
+            (``0 .. size - 1`` inside the window).
+        size: cells per side.
+    Returns:
+        ``(M, size * size)`` row-major target distribution: bilinear weights of the four cells around
+        each target (cells outside the window get none; a target inside sums to 1).
+    """
+    if offset.ndim != 2 or offset.shape[-1] != 2:
+        raise ValueError(f"offset must be (M, 2), got {tuple(offset.shape)}")
+    offset = offset.float()
+    base = offset.floor()
+    frac = offset - base
+    target = offset.new_zeros(offset.shape[0], size * size)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            x, y = base[:, 0] + dx, base[:, 1] + dy
+            w = (frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
+            inside = (x >= 0) & (x < size) & (y >= 0) & (y < size)
+            cell = (y.clamp(0, size - 1) * size + x.clamp(0, size - 1)).long()
+            target.scatter_add_(1, cell[:, None], (w * inside)[:, None])
+    return target
+
+
+def window_classification_loss(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """S2DNet's correspondence-map loss: cross-entropy of the window's softmax against the target
+    distribution (:func:`bilinear_cell_targets`), i.e. classification of the cell the match falls in.
+
+    Args:
+        logits: ``(M, K)`` window logits (before the softmax); target: ``(M, K)`` distributions.
+        valid: ``(M,)`` bool, the matches whose target lies inside the window.
+    Returns:
+        Scalar mean cross-entropy in nats (0 when nothing is valid); its minimum over the logits is the
+        target's entropy, reached when the softmax equals the target.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
+    valid = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device) if valid is None else valid
+    valid = valid.bool() & (target.sum(-1) > 0.5)
+    if not valid.any():
+        return logits.sum() * 0.0
+    logp = logits.float()[valid].log_softmax(dim=-1)
+    return -(target[valid] * logp).sum(-1).mean()
+
+
 def uncertainty_nll(expectation: Tensor, std: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
     """Gaussian negative log-likelihood that calibrates the predicted std (prediction detached).
 

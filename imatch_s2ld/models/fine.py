@@ -14,10 +14,16 @@ from .sampling import sample_windows
 
 
 class FineLevel(NamedTuple):
-    """One refinement level: ``expectation`` (M, 2) pixels of image 1 and ``std`` (M,) pixels."""
+    """One refinement level: ``expectation`` (M, 2) pixels of image 1 and ``std`` (M,) pixels; for the
+    classification loss also the window's ``logits`` (M, size * size, row-major), its ``centre`` (M, 2)
+    pixels of image 1, ``size`` (cells per side) and ``spacing`` (pixels per cell)."""
 
     expectation: torch.Tensor
     std: torch.Tensor
+    logits: torch.Tensor | None = None
+    centre: torch.Tensor | None = None
+    size: int = 0
+    spacing: float = 0.0
 
 
 def window_offsets(size: int, spacing: float, device: torch.device | None = None) -> torch.Tensor:
@@ -70,7 +76,8 @@ class RefinementLevel(nn.Module):
         mean = heat @ self.offsets  # (M, 2)
         var = heat @ self.offsets.square() - mean.square()
         std = var.sum(dim=-1).clamp(min=1e-10).sqrt()
-        return FineLevel(expectation=centre1.float() + mean, std=std)
+        return FineLevel(expectation=centre1.float() + mean, std=std, logits=sim, centre=centre1.float(),
+                         size=self.size, spacing=self.spacing)
 
 
 class FineMatcher(nn.Module):
