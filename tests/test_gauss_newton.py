@@ -33,7 +33,8 @@ def test_gn_step_converges_to_a_shifted_copy_within_a_tenth_of_a_pixel():
     truth = u0 + torch.tensor(shift)
     angle = torch.rand(50, generator=g) * 2 * math.pi
     start = truth + 1.5 * torch.stack([angle.cos(), angle.sin()], -1)  # 1.5 px away
-    step = gauss_newton_refine(f0, f1, u0, start, torch.zeros(50, dtype=torch.long), (H, W), iterations=5)
+    step = gauss_newton_refine(f0, f1, u0, start, torch.zeros(50, dtype=torch.long), (H, W), (H, W),
+                               iterations=5)
     err = (step.mu - truth).norm(dim=-1)
     assert step.mu.shape == (50, 2) and step.H.shape == (50, 2, 2)
     assert float(err.max()) < 0.1, float(err.max())
@@ -46,7 +47,7 @@ def test_gn_loss_is_the_gaussian_nll_and_has_gradients():
     f1 = _feature_map((1.0, 0.5))
     u0 = torch.tensor([[30.0, 30.0], [40.0, 20.0]])
     truth = u0 + torch.tensor([1.0, 0.5])
-    step = gauss_newton_refine(f0, f1, u0, truth + 0.8, torch.zeros(2, dtype=torch.long), (H, W))
+    step = gauss_newton_refine(f0, f1, u0, truth + 0.8, torch.zeros(2, dtype=torch.long), (H, W), (H, W))
     e1, e2 = gauss_newton_loss(step, truth)
     d = (truth - step.mu)[..., None]
     assert float(e1) == pytest.approx(float((0.5 * d.transpose(1, 2) @ step.H @ d).mean()), rel=1e-5)
@@ -63,6 +64,6 @@ def test_gn_loss_is_the_gaussian_nll_and_has_gradients():
 def test_gn_bad_shapes():
     f, b = _feature_map(), torch.zeros(3, dtype=torch.long)
     with pytest.raises(ValueError, match="must both be"):
-        gauss_newton_refine(f, f, torch.zeros(3, 2), torch.zeros(2, 2), b, (H, W))
+        gauss_newton_refine(f, f, torch.zeros(3, 2), torch.zeros(2, 2), b, (H, W), (H, W))
     with pytest.raises(ValueError, match="iterations"):
-        gauss_newton_refine(f, f, torch.zeros(3, 2), torch.zeros(3, 2), b, (H, W), iterations=0)
+        gauss_newton_refine(f, f, torch.zeros(3, 2), torch.zeros(3, 2), b, (H, W), (H, W), iterations=0)

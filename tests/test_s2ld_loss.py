@@ -140,3 +140,20 @@ def test_classification_fine_loss_is_finite_and_trains_the_local_dense_stage(bat
 def test_unknown_fine_loss_is_one_line():
     raises_one_line(S2LD.from_config, "tiny", loss={"fine_loss": "ce"},
                     match=r"^model.loss.fine_loss: expected one of l2, classification, both, got 'ce'$")
+
+
+def test_gauss_newton_level_refines_gives_a_covariance_and_trains(batch):
+    torch.manual_seed(0)
+    model = S2LD.from_config("tiny", fine={"gauss_newton": {"iterations": 2}})
+    pred = model(**model.batch_inputs(batch))
+    assert len(pred.fine_levels) == 3 and pred.fine_levels[-1].information is not None
+    gn = pred.fine_levels[-1]
+    assert gn.information.shape == (len(pred.mkpts1), 2, 2) and bool((pred.muncertainty > 0).all())
+    torch.testing.assert_close(pred.mkpts1, gn.expectation)
+    out = model.loss(pred, batch)
+    assert torch.isfinite(out.terms["gauss_newton"]) and float(out.terms["gauss_newton"]) != 0
+    assert "gn_err_px" in out.terms
+    out.total.backward()
+    assert max_grad(model, "fine") > 0
+    off = S2LD.from_config("tiny")  # without the level the term is zero
+    assert float(off.loss(off(**off.batch_inputs(batch)), batch).terms["gauss_newton"]) == 0

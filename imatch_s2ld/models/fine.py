@@ -10,13 +10,15 @@ from torch import nn
 from ..conf import merge_conf
 from ..errors import InputError
 from .attention import AttentionLayer
+from .gauss_newton import covariance_std, gauss_newton_refine
 from .sampling import sample_windows
 
 
 class FineLevel(NamedTuple):
     """One refinement level: ``expectation`` (M, 2) pixels of image 1 and ``std`` (M,) pixels; for the
     classification loss also the window's ``logits`` (M, size * size, row-major), its ``centre`` (M, 2)
-    pixels of image 1, ``size`` (cells per side) and ``spacing`` (pixels per cell)."""
+    pixels of image 1, ``size`` (cells per side) and ``spacing`` (pixels per cell); a Gauss-Newton level
+    has ``information`` (its start is ``centre``)."""
 
     expectation: torch.Tensor
     std: torch.Tensor
@@ -24,6 +26,7 @@ class FineLevel(NamedTuple):
     centre: torch.Tensor | None = None
     size: int = 0
     spacing: float = 0.0
+    information: torch.Tensor | None = None  # (M, 2, 2): a Gauss-Newton level's H (covariance H^-1)
 
 
 def window_offsets(size: int, spacing: float, device: torch.device | None = None) -> torch.Tensor:
@@ -91,6 +94,10 @@ class FineMatcher(nn.Module):
 
     default_conf: dict[str, Any] = {
         "window_sizes": [7, 5], "spacings": [2.0, 1.0], "n_heads": 4, "n_layers": 1, "temperature": 1.0,
+        # GN-Net's feature-metric Gauss-Newton level after the windows (0 iterations: none): refines the
+        # last estimate on the fine maps and gives its covariance as the uncertainty (gauss_newton.py);
+        # in training it starts from the estimate plus Gaussian noise of start_noise_px
+        "gauss_newton": {"iterations": 0, "step_px": 1.0, "normalize": True, "start_noise_px": 0.5},
     }
 
     def __init__(self, d_fine: int, d_model: int, conf: dict[str, Any] | None = None) -> None:
@@ -120,4 +127,13 @@ class FineMatcher(nn.Module):
             res = level(fine0, fine1, pts0, centre1, batch_index, desc0, desc1, size0, size1)
             out.append(res)
             centre1 = res.expectation.detach()
+        gn = self.conf["gauss_newton"]
+        if int(gn["iterations"]) > 0 and pts0.shape[0] > 0:
+            start = centre1.float()
+            if self.training and float(gn["start_noise_px"]) > 0:
+                start = start + torch.randn_like(start) * float(gn["start_noise_px"])
+            step = gauss_newton_refine(fine0, fine1, pts0.float(), start, batch_index, size0, size1,
+                                       int(gn["iterations"]), float(gn["step_px"]),
+                                       normalize=bool(gn["normalize"]))
+            out.append(FineLevel(step.mu, covariance_std(step.H), centre=start, information=step.H))
         return tuple(out)

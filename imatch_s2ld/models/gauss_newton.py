@@ -33,26 +33,30 @@ class GaussNewtonStep(NamedTuple):
     H: Tensor
 
 
-def _sample(feat: Tensor, pts: Tensor, batch_index: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """``(M, C)`` features of ``feat`` ``(B, C, h, w)`` at ``pts`` ``(M, 2)`` of images ``batch_index``."""
+def _sample(feat: Tensor, pts: Tensor, batch_index: Tensor, image_size: tuple[int, int],
+            normalize: bool) -> Tensor:
+    """``(M, C)`` features of ``feat`` ``(B, C, h, w)`` at ``pts`` ``(M, 2)`` of images ``batch_index``
+    (unit length with ``normalize``)."""
     out = pts.new_zeros(pts.shape[0], feat.shape[1])
     for b in torch.unique(batch_index).tolist():
         sel = batch_index == b
         out[sel] = sample_features(feat[b: b + 1], pts[sel][None], image_size)[0]
-    return out
+    return torch.nn.functional.normalize(out, dim=-1) if normalize else out
 
 
 def gauss_newton_refine(feat0: Tensor, feat1: Tensor, u0: Tensor, x: Tensor, batch_index: Tensor,
-                        image_size: tuple[int, int], iterations: int = 3, step_px: float = 1.0,
-                        eps: float = 1e-6) -> GaussNewtonStep:
+                        size0: tuple[int, int], size1: tuple[int, int], iterations: int = 3,
+                        step_px: float = 1.0, eps: float = 1e-6, normalize: bool = False) -> GaussNewtonStep:
     """Refine matches ``x`` of points ``u0`` by Gauss-Newton steps on the feature residual.
 
     Args:
-        feat0, feat1: ``(B, C, h, w)`` feature maps of images of size ``image_size = (H, W)`` (any stride).
+        feat0, feat1: ``(B, C, h, w)`` feature maps (any stride) of images of sizes ``size0``, ``size1``
+            ``(H, W)``.
         u0: ``(M, 2)`` pixels of image 0; x: ``(M, 2)`` initial pixels of image 1 (the gradient flows
             through the features and ``u0``; ``x`` is detached between steps as in GN-Net).
         batch_index: ``(M,)`` long, the image pair of each match.
-        iterations: GN steps (>= 1); step_px: central-difference step in pixels; eps: damping of ``H``.
+        iterations: GN steps (>= 1); step_px: central-difference step in pixels; eps: damping of ``H``;
+        normalize: residuals of unit-length features (GN-Net: ``e2`` stalls on small features).
     Returns:
         :class:`GaussNewtonStep` (``mu``, ``H``) of the last step.
     """
@@ -60,7 +64,7 @@ def gauss_newton_refine(feat0: Tensor, feat1: Tensor, u0: Tensor, x: Tensor, bat
         raise ValueError(f"u0 and x must both be (M, 2), got {tuple(u0.shape)} and {tuple(x.shape)}")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    f0 = _sample(feat0, u0, batch_index, image_size)  # (M, C)
+    f0 = _sample(feat0, u0, batch_index, size0, normalize)  # (M, C)
     eye = torch.eye(2, device=x.device, dtype=f0.dtype)
     h = float(step_px)
     mu, H = x.float(), None
@@ -68,7 +72,7 @@ def gauss_newton_refine(feat0: Tensor, feat1: Tensor, u0: Tensor, x: Tensor, bat
         x = mu.detach()
         shifts = x.new_tensor([[h, 0.0], [-h, 0.0], [0.0, h], [0.0, -h]])
         pts = torch.cat([x, *(x + s for s in shifts)])  # (5M, 2)
-        f = _sample(feat1, pts, batch_index.repeat(5), image_size).view(5, -1, f0.shape[-1])
+        f = _sample(feat1, pts, batch_index.repeat(5), size1, normalize).view(5, -1, f0.shape[-1])
         r = f[0] - f0  # (M, C)
         J = torch.stack([(f[1] - f[2]) / (2 * h), (f[3] - f[4]) / (2 * h)], dim=-1)  # (M, C, 2)
         H = J.transpose(1, 2) @ J + eps * eye  # (M, 2, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import SupervisedTerm
 from .coarse import CoarseTerm
 from .fine import FineTerm
+from .gauss_newton import GaussNewtonTerm
 from .keypoints import KeypointTerm
 from .triangulation import TriangulationTerm
 
@@ -14,6 +15,8 @@ TERMS: dict[str, type[SupervisedTerm]] = {
     "fine": FineTerm,
     "keypoints": KeypointTerm,
     "triangulation": TriangulationTerm,
+    "gauss_newton": GaussNewtonTerm,
 }
 
-__all__ = ["TERMS", "CoarseTerm", "FineTerm", "KeypointTerm", "SupervisedTerm", "TriangulationTerm"]
+__all__ = ["TERMS", "CoarseTerm", "FineTerm", "GaussNewtonTerm", "KeypointTerm", "SupervisedTerm",
+           "TriangulationTerm"]
