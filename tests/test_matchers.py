@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import H_TRUE, homography_error, textured_pair
 from imatch_s2ld import load_matcher as top_level_load_matcher
 from imatch_s2ld.errors import InputError
 from imatch_s2ld.matchers import (
@@ -16,28 +17,6 @@ from imatch_s2ld.matchers import (
     register_matcher,
     wants_grayscale,
 )
-
-H_TRUE = np.array([[0.95, 0.08, 12.0], [-0.06, 0.97, 8.0], [1e-4, -5e-5, 1.0]])
-
-
-def textured_pair(seed: int = 0, size=(320, 240)) -> tuple[np.ndarray, np.ndarray]:
-    """A blurred-noise RGB image and its warp by :data:`H_TRUE` (uint8, (H, W, 3))."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = rng.integers(0, 256, (h // 4, w // 4, 3)).astype(np.uint8)
-    image0 = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
-    image0 = cv2.addWeighted(image0, 0.7, rng.integers(0, 256, (h, w, 3)).astype(np.uint8), 0.3, 0)
-    image0 = cv2.GaussianBlur(image0, (3, 3), 0.8)
-    image1 = cv2.warpPerspective(image0, H_TRUE, (w, h))
-    return image0, image1
-
-
-def _homography_error(kpts0: np.ndarray, kpts1: np.ndarray) -> float:
-    H, _ = cv2.findHomography(kpts0, kpts1, cv2.RANSAC, 2.0)
-    corners = np.array([[0, 0], [319, 0], [319, 239], [0, 239]], np.float64)[:, None]
-    a = cv2.perspectiveTransform(corners, H)
-    b = cv2.perspectiveTransform(corners, H_TRUE)
-    return float(np.abs(a - b).max())
 
 
 @pytest.mark.parametrize("name", ["sift", "orb"])
@@ -51,7 +30,7 @@ def test_opencv_matchers_recover_homography(name):
     assert len(conf) > 50 and np.all((conf >= 0) & (conf <= 1))
     proj = cv2.perspectiveTransform(kpts0[:, None].astype(np.float64), H_TRUE)[:, 0]
     assert np.mean(np.linalg.norm(proj - kpts1, axis=1) < 3) > 0.8
-    assert _homography_error(kpts0, kpts1) < 2.0
+    assert homography_error(kpts0, kpts1) < 2.0
     # grayscale input gives the same kind of output
     k0g, _, _ = matcher.match(cv2.cvtColor(image0, cv2.COLOR_RGB2GRAY),
                               cv2.cvtColor(image1, cv2.COLOR_RGB2GRAY))

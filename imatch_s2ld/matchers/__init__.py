@@ -1,8 +1,10 @@
 """Matchers: ``load_matcher("sift" | "orb" | "loftr:WEIGHTS" | "s2ld" | "s2ld:CHECKPOINT" |
-"aliked+lightglue" | "disk+lightglue", **conf)``.
+"aliked+lightglue" | "disk+lightglue" | "dfm:disk" | "gcm:disk", **conf)``.
 
 Add a matcher with :func:`register_matcher` (``factory(arg, **conf) -> Matcher``).
 """
+
+from functools import partial
 
 from .base import (
     Matcher,
@@ -36,6 +38,18 @@ def _disk_lightglue(arg: str | None = None, **conf) -> Matcher:
     return lightglue_matcher("disk", arg, **conf)
 
 
+def _hierarchical(mode: str, arg: str | None = None, **conf) -> Matcher:
+    from .hierarchical import hierarchical_matcher
+
+    return hierarchical_matcher(mode, arg, **conf)
+
+
+def _hierarchical_check(mode: str, arg: str | None = None, **conf) -> None:
+    from .hierarchical import hierarchical_check
+
+    hierarchical_check(mode, arg, **conf)
+
+
 def _aliked_lightglue_check(arg: str | None = None, **conf) -> None:
     from .lightglue import lightglue_check
 
@@ -54,6 +68,8 @@ register_matcher("loftr", loftr_matcher)
 register_matcher("s2ld", _s2ld_matcher)
 register_matcher("aliked+lightglue", _aliked_lightglue, check=_aliked_lightglue_check)
 register_matcher("disk+lightglue", _disk_lightglue, check=_disk_lightglue_check)
+for _mode in ("dfm", "gcm"):
+    register_matcher(_mode, partial(_hierarchical, _mode), check=partial(_hierarchical_check, _mode))
 
 __all__ = [
     "LoFTRMatcher", "Matcher", "MatcherFactory", "OpenCVMatcher", "available_matchers", "check_matcher",

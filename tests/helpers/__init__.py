@@ -11,13 +11,15 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from imatch_s2ld.errors import InputError
 
-__all__ = ["one_line", "panning_images", "pose", "raises_one_line", "rotation", "two_view_scene"]
+__all__ = ["H_TRUE", "homography_error", "one_line", "panning_images", "pose", "raises_one_line", "rotation",
+           "textured_pair", "two_view_scene"]
 
 
 def raises_one_line(fn: Callable[..., Any], *args: Any, match: str, **kwargs: Any) -> str:
@@ -75,3 +77,27 @@ def two_view_scene(T_0to1: np.ndarray, K: np.ndarray, n: int = 200, seed: int = 
     X1 = X0 @ T_0to1[:3, :3].T + T_0to1[:3, 3]
     f, c = K[[0, 1], [0, 1]], K[:2, 2]
     return X0, X0[:, :2] / X0[:, 2:] * f + c, X1[:, :2] / X1[:, 2:] * f + c
+
+
+H_TRUE = np.array([[0.95, 0.08, 12.0], [-0.06, 0.97, 8.0], [1e-4, -5e-5, 1.0]])
+
+
+def textured_pair(seed: int = 0, size=(320, 240)) -> tuple[np.ndarray, np.ndarray]:
+    """A blurred-noise RGB image and its warp by :data:`H_TRUE` (uint8, (H, W, 3))."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(0, 256, (h // 4, w // 4, 3)).astype(np.uint8)
+    image0 = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+    image0 = cv2.addWeighted(image0, 0.7, rng.integers(0, 256, (h, w, 3)).astype(np.uint8), 0.3, 0)
+    image0 = cv2.GaussianBlur(image0, (3, 3), 0.8)
+    image1 = cv2.warpPerspective(image0, H_TRUE, (w, h))
+    return image0, image1
+
+
+def homography_error(kpts0: np.ndarray, kpts1: np.ndarray) -> float:
+    """Largest corner distance (pixels) between the RANSAC homography of the matches and :data:`H_TRUE`."""
+    H, _ = cv2.findHomography(kpts0, kpts1, cv2.RANSAC, 2.0)
+    corners = np.array([[0, 0], [319, 0], [319, 239], [0, 239]], np.float64)[:, None]
+    a = cv2.perspectiveTransform(corners, H)
+    b = cv2.perspectiveTransform(corners, H_TRUE)
+    return float(np.abs(a - b).max())
