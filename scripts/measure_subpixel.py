@@ -1,7 +1,10 @@
-"""Sub-pixel accuracy of S2LD checkpoints on pairs with exact ground truth (:mod:`imatch_s2ld.eval.subpixel`).
+"""Sub-pixel accuracy of S2LD checkpoints or matchers on pairs with exact ground truth
+(:mod:`imatch_s2ld.eval.subpixel`).
 
-    python scripts/measure_subpixel.py CKPT [CKPT ...] --data datasets/synthetic/held_out \
+    python scripts/measure_subpixel.py CKPT_OR_MATCHER [...] --data datasets/synthetic/held_out \
         [--resize 640] [--max-pairs 24] [--out results.json]
+
+Each argument is an S2LD checkpoint file or a matcher name (``dfm:disk``, ``disk+lightglue``, ``sift``).
 
 ``--data`` is a MegaDepth-layout folder with ``scene_info/`` (``imatch generate`` writes one). Prints one
 line per checkpoint (MMA at 0.5/1/3/5 px, median error, uncertainty calibration, time per pair).
@@ -19,7 +22,8 @@ from imatch_s2ld.cli import ArgumentParser, run_command
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="measure_subpixel.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="+", help="S2LD checkpoints (s2ld_default.pt, model.pt, last.pt)")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT_OR_MATCHER",
+                   help="S2LD checkpoints (s2ld_default.pt, model.pt, last.pt) or matcher names")
     p.add_argument("--data", required=True, help="MegaDepth-layout folder with scene_info/")
     p.add_argument("--resize", type=int, default=640, help="longer side the pairs are read at")
     p.add_argument("--max-pairs", type=int, default=24, help="pairs measured (the first ones)")
@@ -34,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     from imatch_s2ld.data.megadepth_train import build_megadepth_dataset
     from imatch_s2ld.errors import InputError
     from imatch_s2ld.eval.subpixel import measure
+    from imatch_s2ld.matchers import load_matcher
     from imatch_s2ld.models import S2LD
 
     data = Path(args.data)
@@ -45,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     results = {}
     for ckpt in args.checkpoints:
-        r = measure(S2LD.from_checkpoint(ckpt), pairs)
+        r = measure(S2LD.from_checkpoint(ckpt) if Path(ckpt).is_file() else load_matcher(ckpt), pairs)
         results[ckpt] = r
         mma = " / ".join(f"{r[f'mma@{t}px']:.1f}" for t in ("0.5", "1", "3", "5"))
         levels = ", ".join(f"{lv['median_error_px']:.3f}" for lv in r["levels"])

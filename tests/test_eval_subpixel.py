@@ -49,6 +49,8 @@ def test_script_measures_the_shipped_checkpoint_on_generated_pairs(tmp_path):
     (name, r), = json.loads(out.read_text()).items()
     assert r["pairs"] == 2 and r["matches"] > 50 and r["mma@5px"] >= r["mma@1px"] >= r["mma@0.5px"]
     assert r["median_error_px"] < 2 and len(r["levels"]) == 2 and "MMA@0.5/1/3/5 px" in proc.stdout
+    sift = subprocess.run([*cmd[:2], "sift", *cmd[3:]], capture_output=True, text=True)  # a matcher by name
+    assert sift.returncode == 0 and json.loads(out.read_text())["sift"]["mma@5px"] > 50
     bad = subprocess.run([*cmd[:3], "--data", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().endswith("no scene_info/ folder (a MegaDepth-layout "
                                                                "dataset)")
