@@ -41,7 +41,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 MATCHER_NAMES = ("s2ld (default checkpoint), s2ld:PATH, sift, orb, loftr:PATH, aliked+lightglue, "
-                 "disk+lightglue, dfm:disk, gcm:disk (training-free hierarchical matching)")
+                 "disk+lightglue, dfm:disk|aliked, gcm:disk|aliked (training-free hierarchical matching)")
 
 
 def add_matcher_arguments(parser: argparse.ArgumentParser, default: str, opt_note: str = "") -> None:
