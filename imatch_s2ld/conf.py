@@ -42,14 +42,18 @@ def merge_conf(default: Mapping[str, Any], overrides: Mapping[str, Any] | None =
     return merged
 
 
-def _kind(ref: Any) -> tuple[str, Any] | None:
-    """(what, predicate) for a default value; None: not checked."""
+_WHAT = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _fits_scalar(ref: Any, value: Any) -> bool | None:
+    """Whether ``value`` has the type of the scalar default ``ref`` (None: a type that is not checked)."""
     if isinstance(ref, bool):
-        return "true or false", lambda v: isinstance(v, bool)
-    if isinstance(ref, int):
-        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
-    if isinstance(ref, float):
-        return "a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+        return isinstance(value, bool)
+    if isinstance(ref, int | float):
+        allowed = int if isinstance(ref, int) else (int, float)
+        return isinstance(value, allowed) and not isinstance(value, bool)
+    if isinstance(ref, str):
+        return isinstance(value, str)
     return None
 
 
@@ -62,21 +66,15 @@ def check_type(name: str, ref: Any, value: Any) -> None:
         ok, what = isinstance(value, Mapping), "a dict"
     elif isinstance(ref, list | tuple):
         ok, what = isinstance(value, list | tuple), "a list"
-        kinds = {type(v) for v in ref}
-        if not ok and len(kinds) == 1:  # one element of the list's kind stands for a list of one
-            element = ref[0]
-            fits = isinstance(value, str) if isinstance(element, str) else _kind(element)
-            if isinstance(fits, tuple):
-                fits = fits[1](value)
-            ok, what = bool(fits), f"a list (or one {type(element).__name__})"
+        if not ok and ref and len({type(v) for v in ref}) == 1:  # one element stands for a list of one
+            ok, what = bool(_fits_scalar(ref[0], value)), f"a list (or one {type(ref[0]).__name__})"
     elif isinstance(value, Mapping):
         ok, what = False, "a single value"
     else:
-        kind = _kind(ref)
-        if kind is None:
+        fits = _fits_scalar(ref, value)
+        if fits is None:
             return
-        what, fits = kind
-        ok = fits(value)
+        ok, what = fits, next(w for k, w in _WHAT.items() if isinstance(ref, k))  # bool before int
     if not ok:
         raise InputError(f"configuration key {name!r}: expected {what}, got {value!r}")
 

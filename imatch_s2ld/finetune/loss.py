@@ -95,25 +95,26 @@ class FinetuneLoss:
         dev = images.device
         H, W = images.shape[-2:]
         Kn = K.to(dev).float().expand(images.shape[0], 3, 3)
-        window = Window(images, Kn, targets, targets.T_cw.to(dev), (int(W), int(H)), float(max(H, W)))
+        targets = targets.to(dev)  # once, not per pair
+        window = Window(images, Kn, targets, (int(W), int(H)), float(max(H, W)))
         active = [t for t in self.terms.values() if t.active]
         for term in active:
             term.start(window)
-        track = targets.track.to(dev)
         gate = self.conf["triangulation_gate_px"]
         n_pairs = n_pred = 0
         was_training = model.training
         model.eval()
         try:
-            used = [(pm.i, pm.j) for pm in matches.pairs
-                    if bool(targets.registered[pm.i]) and bool(targets.registered[pm.j])]
+            registered = targets.registered.tolist()
+            used = [(pm.i, pm.j) for pm in matches.pairs if registered[pm.i] and registered[pm.j]]
             encodings = encode_frames(model, images, used)  # each frame once (eval mode)
             for a, b in used:
-                i, j = track_matches(track[a], track[b])  # every pair of the same landmark (transitive)
+                # every pair of keypoints of the same landmark (transitive)
+                i, j = track_matches(targets.track[a], targets.track[b])
                 extra = (torch.zeros_like(i), i, j) if len(i) else None
                 out = model.match_encoded(encodings[a], encodings[b], extra_matches=extra)
                 ex = out.matches_extra
-                T_ab = window.T[b] @ torch.linalg.inv(window.T[a])
+                T_ab = targets.T_cw[b] @ torch.linalg.inv(targets.T_cw[a])
                 Ka, Kb = window.K[a], window.K[b]
                 pred = ~ex
                 if gate is not None and bool(pred.any()):  # matches off the BA epipolar geometry

@@ -4,7 +4,7 @@ implicit re-solve (:mod:`.implicit`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -44,6 +44,10 @@ class WindowTargets:
     depth: Tensor
     T_cw: Tensor
     registered: Tensor
+
+    def to(self, device: torch.device | str) -> WindowTargets:
+        """The same targets on ``device``."""
+        return WindowTargets(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     @staticmethod
     def _poses(rec: WindowReconstruction, N: int) -> tuple[Tensor, Tensor]:

@@ -28,15 +28,14 @@ class Window:
     """The window a step trains on.
 
     Attributes:
-        images: ``(N, 1, H, W)`` frames in [0, 1]; K: ``(N, 3, 3)`` intrinsics (on the images' device).
-        targets: the fixed BA targets; T: ``(N, 4, 4)`` their world-to-camera poses on the device.
+        images: ``(N, 1, H, W)`` frames in [0, 1]; K: ``(N, 3, 3)`` intrinsics; targets: the fixed BA
+            targets (poses ``targets.T_cw``). All on the images' device.
         image_size: ``(W, H)``; long_side: ``max(W, H)`` (residuals are divided by it).
     """
 
     images: Tensor
     K: Tensor
     targets: WindowTargets
-    T: Tensor
     image_size: tuple[int, int]
     long_side: float
 

@@ -82,19 +82,18 @@ class ReprojectionTerm(LossTerm):
             return
         if not bool(ex.any()):
             return
-        dev = out.mkpts0.device
-        w = torch.sqrt(t.weight[a].to(dev)[pair.i] * t.weight[b].to(dev)[pair.j])
+        w = torch.sqrt(t.weight[a, pair.i] * t.weight[b, pair.j])
         self._weight = self._weight + w.sum()
         self._n += int(ex.sum())
         if self._implicit is not None:  # solved in finish()
-            self._implicit.add_pair(a, b, t.track[a].to(dev)[pair.i], out.mkpts0[ex], out.mkpts1[ex], w)
+            self._implicit.add_pair(a, b, t.track[a, pair.i], out.mkpts0[ex], out.mkpts1[ex], w)
             return
         # keypoint of frame a -> landmark projection; its local-dense prediction in frame b -> the
         # keypoint's own ray at the landmark's depth, seen from b (the exact correspondence of the
         # keypoint where it is, given the BA geometry)
         scale = float(self.conf["reprojection_scale_px"])
-        r0 = out.mkpts0[ex] - t.xy[a].to(dev)[pair.i]
-        ray_depth = t.depth[a].to(dev)[pair.i]
+        r0 = out.mkpts0[ex] - t.xy[a, pair.i]
+        ray_depth = t.depth[a, pair.i]
         warped = project(transform_points(pair.T_ab, unproject(out.mkpts0[ex].detach(), ray_depth, pair.Ka)),
                          pair.Kb)
         r1 = out.mkpts1[ex] - warped

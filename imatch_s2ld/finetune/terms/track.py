@@ -53,7 +53,7 @@ class TrackTerm(LossTerm):
     def finish(self, window: Window) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean over frames ``a`` of the multi-view regularizer of ``a``'s keypoints seen in >= 2 other
         frames, averaged over the supervised levels."""
-        T, K = window.T, window.K
+        T, K = window.targets.T_cw, window.K
         terms, n_tracks = [], 0
         for a, (kpts, partners) in sorted(self._obs.items()):
             if len(partners) < 2:
