@@ -318,3 +318,9 @@ def test_generic_trainer_any_model_and_workers(tmp_path: Path, syn: Path) -> Non
         MODELS.pop("tiny-test", None)
     with pytest.raises(InputError, match="unknown model 'nope'"):
         main({**_conf(tmp_path / "x", syn), "model": {"name": "nope"}})
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    bad = _conf(tmp_path / "y", syn)
+    bad["model"] = {"overrides": {"loss": {"fine_loss": "nope"}}}
+    with pytest.raises(InputError, match="fine_loss"):
+        main(bad)
+    assert not (tmp_path / "y").exists()

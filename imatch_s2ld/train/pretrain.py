@@ -285,6 +285,9 @@ def main(conf: Mapping[str, Any] | None = None) -> TrainResult:
                          "train.overwrite=true to start over, or another run_dir")
     accelerator = create_accelerator(tconf, run_dir)
     try:
+        # the model first: a bad model option is refused before anything is written
+        set_seed(int(tconf["seed"]))  # identical initial weights on every rank
+        model = build_model(conf["model"])
         if accelerator.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
             if tconf["overwrite"] and not tconf["resume"]:
@@ -303,9 +306,6 @@ def main(conf: Mapping[str, Any] | None = None) -> TrainResult:
         dataset, sampler = build_train_set(dconf["train"], synthetic_root, accelerator, int(tconf["seed"]))
         logger.info("training set: %d pairs in %d scenes, %d samples per epoch and rank",
                     len(dataset), len(dataset.datasets), len(sampler))
-
-        set_seed(int(tconf["seed"]))  # identical initial weights on every rank
-        model = build_model(conf["model"])
 
         validator = Validator(vconf, run_dir, synthetic_root, check=accelerator.is_main_process)
         flag = [bool(validator)]
