@@ -22,7 +22,7 @@ from imatch_s2ld.finetune.cli import main
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matches
 from imatch_s2ld.finetune.model import FinetuneModel
-from imatch_s2ld.finetune.report import SUMMARY_KEYS, common_observations
+from imatch_s2ld.finetune.report import SUMMARY_KEYS, best_checkpoint, best_metric, common_observations
 from imatch_s2ld.finetune.selfcheck import PseudoPair, pseudo_pairs, self_check, track_check
 from imatch_s2ld.finetune.targets import WindowTargets, fundamental, track_matches
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
@@ -410,7 +410,7 @@ def _run(scene, out, *extra, eval_pairs=True):
 
 def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _run(small_scene, out, "--steps", "1", "--baselines", "orb") == 0
+    assert _run(small_scene, out, "--steps", "1", "--baselines", "orb", "--eval-every", "1") == 0
     printed = capsys.readouterr().out
     assert "AUC@5/10/20 before" in printed and "BA RMS on 2 probe windows" in printed
     assert "AUC@5/10/20 orb (baseline)" in printed
@@ -442,11 +442,29 @@ def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     assert any(not torch.equal(a, b) for a, b in pairs)
     assert "Relative pose on the evaluation pairs" in (out / "report.md").read_text()
     assert "Self-check on the video (no labels)" in (out / "report.md").read_text()
+    (row,) = report["validation"]  # eval.every: the self-check and the evaluation pairs at step 1
+    assert row["step"] == 1 and row["eval/auc@10"] == pytest.approx(report["after"]["auc@10"])
+    assert row["self_check/auc@10"] == pytest.approx(check["after"]["auc@10"])
+    assert report["best"]["metric"] == "self_check/auc@10" and (out / "best.pt").is_file()
+    assert "During training" in (out / "report.md").read_text()
+
+
+def test_best_metric_prefers_the_label_free_self_check():
+    conf = {"train": {"best_metric": "auto"}}
+    assert best_metric(conf, with_self_check=True, with_pairs=True) == "self_check/auc@10"
+    assert best_metric(conf, with_self_check=False, with_pairs=True) == "eval/auc@10"
+    assert best_metric(conf, with_self_check=False, with_pairs=False) is None
+    assert best_metric({"train": {"best_metric": "eval/auc@5"}}, True, True) == "eval/auc@5"
+    rows = [{"step": 10, "m": 30.0}, {"step": 20, "m": 41.0}, {"step": 30, "m": 41.0}, {"step": 40}]
+    assert best_checkpoint(rows, "m", Path("b.pt")) == {"metric": "m", "step": 20, "value": 41.0,
+                                                        "path": "b.pt"}
+    assert best_checkpoint(rows, None, Path("b.pt")) is None and best_checkpoint([], "m", Path("b")) is None
 
 
 def test_stop_resume_and_refuse_to_overwrite(small_scene, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _run(small_scene, out, "--steps", "2", "train.stop_after_steps=1", eval_pairs=False) == 0
+    assert _run(small_scene, out, "--steps", "2", "--eval-every", "1", "train.stop_after_steps=1",
+                eval_pairs=False) == 0
     assert "continue with --resume" in capsys.readouterr().out
     assert not (out / "report.json").exists()
     last = out / "checkpoints" / "last.pt"
@@ -461,8 +479,16 @@ def test_stop_resume_and_refuse_to_overwrite(small_scene, tmp_path, capsys):
     last.write_bytes(good)
     assert _run(small_scene, out, "--steps", "2", eval_pairs=False) == 2
     assert "already holds a fine-tuning run" in capsys.readouterr().err
-    assert _run(small_scene, out, "--steps", "2", "--resume", eval_pairs=False) == 0
+    assert _run(small_scene, out, "--steps", "2", "--eval-every", "1", "--resume", eval_pairs=False) == 0
     report = json.loads((out / "report.json").read_text())
+    # without labels the periodic check is the self-check alone; best.pt is kept by it across the resume
+    assert [v["step"] for v in report["validation"]] == [1, 2]
+    assert all(set(v) == {"step", "time_s", "self_check/auc@5", "self_check/auc@10", "self_check/auc@20",
+                          "self_check/median_matches"} for v in report["validation"])
+    best = report["best"]
+    assert best["metric"] == "self_check/auc@10" and best["value"] == max(
+        v["self_check/auc@10"] for v in report["validation"])
+    assert torch.load(out / "best.pt", weights_only=True)["step"] == best["step"]
     assert report["finetune"]["steps"] == 2 and report["before"] is None and report["after"] is None
     assert any(p.startswith("matches/video_") for p in report["pictures"])  # pictures without eval pairs
 

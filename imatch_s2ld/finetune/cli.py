@@ -73,7 +73,9 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
     p.add_argument("--eval-pairs", help="pairs_with_gt.txt or a COLMAP model folder: AUC before/after")
     p.add_argument("--eval-images", help="images of --eval-pairs (default: next to it)")
     p.add_argument("--eval-max-pairs", type=int, help="evaluate only the first N pairs")
-    p.add_argument("--eval-every", type=int, help="also evaluate every N steps (eval.every)")
+    p.add_argument("--eval-every", type=int,
+                   help="every N steps: the label-free self-check (and --eval-pairs); best.pt by it "
+                        "(eval.every)")
     p.add_argument(
         "--baselines",
         help="comma-separated matchers also evaluated on --eval-pairs and reported beside before/after, "

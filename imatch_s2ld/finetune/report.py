@@ -12,7 +12,9 @@
                     "reference": <geometry source of its pseudo ground truth>} | null,  # no labels
      "track_check": {"before": {rms_px, median_px, tracks, ...}, "after": {...}, "common": {...}} | null,
      "finetune": {steps, windows, skipped_windows, skip_ratio, loss_first/last, ...},
-     "validation": [{"step", "auc@5", ...}, ...], "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
+     "validation": [{"step", "self_check/auc@10", "eval/auc@10", ...}, ...],  # eval.every rows
+     "best": {"metric", "step", "value", "path": "OUT/best.pt"} | null,
+     "intrinsics": {...}, "checkpoint": "OUT/model.pt", ...}
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from .results import FinetuneResult, ProbeBA
 
 __all__ = [
     "SUMMARY_KEYS",
+    "best_checkpoint",
+    "best_metric",
     "draw_video_pairs",
     "probe_common",
     "stack_pictures",
@@ -159,21 +163,39 @@ def plot_training(
     rows: Sequence[Mapping[str, Any]],
     validation: Sequence[Mapping[str, Any]],
     path: Path,
-    before_auc: float | None = None,
-    after_auc: float | None = None,
+    before: Mapping[str, float | None] | None = None,
+    after: Mapping[str, float | None] | None = None,
 ) -> Path:
-    """Loss, BA RMS (initial / after BA) and target distance per step, and AUC@10 over steps."""
+    """Loss, BA RMS (initial / after BA) and target distance per step, and AUC@10 over steps.
+
+    ``before`` / ``after``: AUC@10 at the start and the end by series (``eval``: the evaluation pairs,
+    ``self_check``); the periodic values come from the ``validation`` rows (``<series>/auc@10``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = np.array([r["step"] for r in rows], dtype=float)
+    before, after = dict(before or {}), dict(after or {})
 
     def series(key: str) -> np.ndarray:
         return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
 
-    panels = 4 if (validation or before_auc is not None) else 3
+    curves = {}
+    for name, label in (("eval", "evaluation pairs"), ("self_check", "self-check (no labels)")):
+        xs, ys = [], []
+        if before.get(name) is not None:
+            xs, ys = [0.0], [float(before[name])]
+        for v in validation:
+            if v.get(f"{name}/auc@10") is not None:
+                xs.append(float(v["step"]))
+                ys.append(float(v[f"{name}/auc@10"]))
+        if after.get(name) is not None and rows and (not xs or xs[-1] != float(rows[-1]["step"])):
+            xs.append(float(rows[-1]["step"]))
+            ys.append(float(after[name]))
+        if xs:
+            curves[label] = (xs, ys)
+    panels = 4 if curves else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
     axes[0].plot(steps, series("loss"), ".", ms=3, label="loss")
     axes[0].set_title("fine-tuning loss")
@@ -183,16 +205,11 @@ def plot_training(
     axes[1].legend()
     axes[2].plot(steps, series("reproj_px"), ".", ms=3)
     axes[2].set_title("S2LD prediction to BA target (px)")
-    if panels == 4:
-        vs = [0.0] if before_auc is not None else []
-        va = [before_auc] if before_auc is not None else []
-        vs += [float(v["step"]) for v in validation]
-        va += [float(v["auc@10"]) for v in validation]
-        if after_auc is not None and rows:
-            vs.append(float(rows[-1]["step"]))
-            va.append(after_auc)
-        axes[3].plot(vs, va, "o-")
+    if curves:
+        for label, (xs, ys) in curves.items():
+            axes[3].plot(xs, ys, "o-", label=label)
         axes[3].set_title("relative pose AUC@10 (%)")
+        axes[3].legend()
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -201,6 +218,27 @@ def plot_training(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def best_metric(conf: Mapping[str, Any], with_self_check: bool, with_pairs: bool) -> str | None:
+    """``train.best_metric`` resolved: ``auto`` keeps ``best.pt`` by the label-free self-check
+    (``self_check/auc@10``; the evaluation pairs stay an unbiased test), else by the evaluation pairs
+    (``eval/auc@10``), else none."""
+    name = conf["train"]["best_metric"]
+    if name != "auto":
+        return name
+    return "self_check/auc@10" if with_self_check else "eval/auc@10" if with_pairs else None
+
+
+def best_checkpoint(validation: Sequence[Mapping[str, Any]], metric: str | None,
+                    path: Path) -> dict[str, Any] | None:
+    """``{"metric", "step", "value", "path"}`` of the validation row with the highest ``metric`` (the
+    trainer's ``best.pt``; the first of equal values), or None without such rows."""
+    rows = [v for v in validation if metric and v.get(metric) is not None]
+    if not rows:
+        return None
+    top = max(rows, key=lambda v: float(v[metric]))  # max keeps the first of equal values
+    return {"metric": metric, "step": int(top["step"]), "value": float(top[metric]), "path": str(path)}
 
 
 # --------------------------------------------------------------------------------------- report
@@ -212,8 +250,10 @@ def write_report(run: FinetuneResult) -> dict[str, Any]:
     rows, validation = tr.history, tr.validation
     b_eval, a_eval = run.before.eval, run.after.eval
     stats = training_statistics(rows)
-    plot = plot_training(rows, validation, out / "training.png", b_eval["auc@10"] if b_eval else None,
-                         a_eval["auc@10"] if a_eval else None)
+    b_sc, a_sc = run.before.self_check, run.after.self_check
+    plot = plot_training(rows, validation, out / "training.png",
+                         {"eval": b_eval and b_eval["auc@10"], "self_check": b_sc and b_sc["auc@10"]},
+                         {"eval": a_eval and a_eval["auc@10"], "self_check": a_sc and a_sc["auc@10"]})
     run.pictures = _before_after_pictures(out)
     reasons = run.training.skip_reasons
     search = run.preflight.focal_search
@@ -248,6 +288,8 @@ def write_report(run: FinetuneResult) -> dict[str, Any]:
             "max_steps": conf["train"]["max_steps"],
         },
         "validation": validation,
+        "best": best_checkpoint(validation, best_metric(conf, bool(b_sc), b_eval is not None),
+                                tr.run_dir / "best.pt"),
         "intrinsics": {
             "source": inputs.intrinsics.source,
             "description": inputs.intrinsics.description,
@@ -375,6 +417,23 @@ def _collapse_lines(ft: Mapping[str, Any]) -> list[str]:
     return [line, ""]
 
 
+def _periodic_lines(validation: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> list[str]:
+    """The ``eval.every`` rows as a table and the checkpoint kept by the best value."""
+    if not validation:
+        return []
+    cols = [c for c in ("self_check/auc@10", "self_check/median_matches", "eval/auc@5", "eval/auc@10",
+                        "eval/auc@20") if any(c in v for v in validation)]
+    lines = ["## During training (every `eval.every` steps)", "", "| step | " + " | ".join(cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join([str(int(v["step"]))] + [_fmt(v.get(c), ".1f") for c in cols]) + " |"
+              for v in validation]
+    lines.append("")
+    if best:
+        lines += [f"Best `{best['metric']}` {best['value']:.1f} at step {best['step']}: `{best['path']}` "
+                  "(`model.pt` is the last step).", ""]
+    return lines
+
+
 def _markdown(r: Mapping[str, Any]) -> str:
     ft = r["finetune"]
     lines = [
@@ -423,6 +482,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
             f"median matches {b['median_matches']:.0f} -> {a['median_matches']:.0f}.",
             "",
         ]
+    lines += _periodic_lines(r.get("validation") or [], r.get("best"))
     tc = r.get("track_check")
     ref = (sc or {}).get("reference", "sift")
     if tc:

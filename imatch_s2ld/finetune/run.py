@@ -16,7 +16,8 @@ Named steps, each importable and returning a typed result (:mod:`.results`); the
    source, and the relative-pose AUC on the evaluation pairs; baselines on the same pairs.
 5. **Training** (:func:`train` -> :class:`~.results.Training`): the generic accelerate
    :class:`~imatch_s2ld.train.trainer.Trainer` (resume, Ctrl-C, atomic checkpoints, TensorBoard) with
-   :class:`.model.FinetuneModel`; evaluation every ``eval.every`` steps.
+   :class:`.model.FinetuneModel`; every ``eval.every`` steps the label-free self-check
+   (and the evaluation pairs), the best by the self-check kept as ``best.pt``.
 6. **After** (:func:`.evaluation.measure`) and the **report** (:func:`.report.write_report`:
    ``report.json`` / ``report.md``, plots, before/after pictures).
 """
@@ -41,8 +42,9 @@ from .inputs import check_inputs
 from .model import DEFAULT_CONF as MODEL_CONF
 from .model import FinetuneModel, skip_reasons
 from .probe import preflight
+from .report import best_metric
 from .results import FinetuneResult, Inputs, Training, WindowSelection
-from .selfcheck import pseudo_pairs
+from .selfcheck import PseudoPair, pseudo_pairs, self_check
 
 __all__ = ["DEFAULT_CONF", "main", "select_windows", "train"]
 
@@ -84,7 +86,7 @@ DEFAULT_CONF: dict[str, Any] = {
         "resize": "video",  # "video": the longer side of the training frames; None: full size
         "estimator": "ransac",
         "threshold": None,
-        "every": 0,  # evaluate every N steps (0: before and after only)
+        "every": 0,  # every N steps: the self-check and the evaluation pairs (0: before and after only)
         "viz": 4,  # before/after match pictures
         "baselines": [],  # other matchers evaluated on the same pairs (names of load_matcher), e.g. [sift]
     },
@@ -142,25 +144,41 @@ def select_windows(model: FinetuneModel, windows: VideoWindows, progress: bool =
     return WindowSelection(name, len(windows), usable, rejected, seconds, train_set)
 
 
-def train(inputs: Inputs, selection: WindowSelection, accelerator: Any) -> Training:
-    """Fine-tune ``inputs.model`` on the selected windows (:class:`~imatch_s2ld.train.trainer.Trainer`),
-    evaluating on the pairs every ``eval.every`` steps."""
+def train(inputs: Inputs, selection: WindowSelection, accelerator: Any,
+          check: list[PseudoPair] | None = None) -> Training:
+    """Fine-tune ``inputs.model`` on the selected windows (:class:`~imatch_s2ld.train.trainer.Trainer`).
+
+    Every ``eval.every`` steps (0: never) the main process scores the current matcher on the
+    self-check pairs ``check`` (label-free: ``self_check/auc@5|10|20``, ``self_check/median_matches``)
+    and on the evaluation pairs if there are any (``eval/auc@5|10|20``, ``eval/precision``); rows go
+    to ``OUT/val.jsonl`` and the best by :func:`best_metric` to ``OUT/best.pt``."""
     conf, tconf, out = inputs.conf, dict(inputs.conf["train"]), inputs.out
+    check = list(check or [])
+    dataset = inputs.dataset
+    every = int(conf["eval"]["every"])
     validate = None
-    if inputs.dataset is not None and int(conf["eval"]["every"]) > 0:
-        dataset = inputs.dataset
+    if every > 0 and (dataset is not None or check):
 
         def validate(m: FinetuneModel, step: int) -> dict[str, float]:
-            s = evaluate_pairs(m.net, dataset, conf["eval"], out / "eval" / f"step_{step:06d}",
-                               f"s2ld-finetuned@{step}", inputs.eval_resize, 0)
-            return {k: float(s[k]) for k in ("auc@5", "auc@10", "auc@20", "precision")}
+            row: dict[str, float] = {}
+            if check:
+                sc = self_check(m.net, inputs.windows, check)
+                assert sc is not None
+                row |= {f"self_check/{k}": float(sc[k])
+                        for k in ("auc@5", "auc@10", "auc@20", "median_matches")}
+            if dataset is not None:
+                s = evaluate_pairs(m.net, dataset, conf["eval"], out / "eval" / f"step_{step:06d}",
+                                   f"s2ld-finetuned@{step}", inputs.eval_resize, 0)
+                row |= {f"eval/{k}": float(s[k]) for k in ("auc@5", "auc@10", "auc@20", "precision")}
+            return row
 
+    tconf["best_metric"] = best_metric(conf, bool(check), dataset is not None)
     train_set = selection.train_set
     sampler = SceneBalancedSampler([len(train_set)], len(train_set), seed=int(tconf["seed"]),
                                    num_replicas=accelerator.num_processes, rank=accelerator.process_index)
     result = Trainer(tconf, out, accelerator).fit(
         inputs.model, train_set, sampler, batch_size=1, num_workers=0, validate=validate,
-        val_every=int(conf["eval"]["every"]), val_at_end=False, run_config=conf,
+        val_every=every, val_at_end=True, run_config=conf,  # the last step competes for best.pt
     )
     return Training(result, skip_reasons(out))
 
@@ -213,7 +231,7 @@ def main(conf: Mapping[str, Any] | None = None) -> FinetuneResult | None:
                                            out / "eval" / "baselines", inputs.eval_resize)
         logger.info("[3/4] fine-tuning for %d steps (%d process(es), geometry from %s)", tconf["max_steps"],
                     accelerator.num_processes, model.source.name)
-        training = train(inputs, selection, accelerator)
+        training = train(inputs, selection, accelerator, check)
         if not training.result.finished:
             return None
         result = None
