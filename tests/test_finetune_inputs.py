@@ -18,6 +18,7 @@ from imatch_s2ld.finetune import (
     load_intrinsics,
     natural_key,
     open_video,
+    open_videos,
     prior_intrinsics,
     resolve_intrinsics,
 )
@@ -435,6 +436,31 @@ def test_windows_of_several_spacings(tmp_path):
     for bad in ("0", "2,x", ""):
         with pytest.raises(InputError, match="--window-spacing"):
             window_spacings(bad)
+
+
+def test_several_videos_windows_stay_inside_each_video(tmp_path):
+    from imatch_s2ld.finetune.cli import build_parser, conf_from_args
+    from imatch_s2ld.finetune.data import VideoWindows
+
+    write_frames(tmp_path / "a", [f"{k:03d}.png" for k in range(6)], size=(40, 32))
+    write_frames(tmp_path / "b", [f"{k:03d}.png" for k in range(5)], size=(40, 32))
+    assert isinstance(open_videos([tmp_path / "a"]), video_module.VideoSource)  # one path: a plain video
+    both = open_videos([tmp_path / "a", tmp_path / "b"], max_frames=5)  # max_frames: per video
+    assert len(both) == 10 and both.segments == ((0, 5), (5, 10)) and both.image_size == (40, 32)
+    assert both.names[5] == "b/000.png" and both.path == tmp_path / "a" and len(both.files) == 10
+    np.testing.assert_allclose(both.frame(6)[0, 0], 10 / 255, atol=1e-6)  # frame 1 of video b
+    windows = VideoWindows(both, np.eye(3), length=3, spacing=2)  # 5 frames a video: windows 0 and 5
+    assert [windows.frames(i) for i in range(len(windows))] == [[0, 2, 4], [5, 7, 9]]
+    np.testing.assert_allclose(windows[1]["images"][:, 0, 0, 0].numpy(), [0, 20 / 255, 40 / 255], atol=1e-6)
+    with pytest.raises(InputError, match=r"b: 5 frames selected, a window of 2 frames spaced 5 needs 6"):
+        VideoWindows(open_videos([tmp_path / "a", tmp_path / "b"]), np.eye(3), length=2, spacing=5)
+    write_frames(tmp_path / "c", [f"{k:03d}.png" for k in range(5)], size=(48, 32))
+    raises_one_line(open_videos, [tmp_path / "a", tmp_path / "c"],
+                    match=r"c: frames of 48x32 differ from .*a \(40x32\); several --video must come from one")
+    raises_one_line(open_videos, [tmp_path / "a", tmp_path / "a"], match=r"a: given twice \(--video\)")
+    args = build_parser().parse_args(["--video", "x", "--video", "y", "--out", "o"])
+    assert conf_from_args(args)["video"] == ["x", "y"]
+    assert conf_from_args(build_parser().parse_args(["--video", "x", "--out", "o"]))["video"] == "x"
 
 
 # ------------------------------------------------------------------ configs/finetune_default.yaml

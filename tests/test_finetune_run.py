@@ -22,7 +22,7 @@ from imatch_s2ld.finetune.cli import main
 from imatch_s2ld.finetune.data import VideoWindows
 from imatch_s2ld.finetune.geometry import merge_window_matches, sift_window_matches
 from imatch_s2ld.finetune.model import FinetuneModel
-from imatch_s2ld.finetune.report import SUMMARY_KEYS, best_checkpoint, best_metric, common_observations
+from imatch_s2ld.finetune.report import SUMMARY_KEYS, best_metric, common_observations
 from imatch_s2ld.finetune.selfcheck import PseudoPair, pseudo_pairs, self_check, track_check
 from imatch_s2ld.finetune.targets import WindowTargets, fundamental, track_matches
 from imatch_s2ld.finetune.window import WindowMatches, match_window, window_pairs
@@ -449,16 +449,26 @@ def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     assert "During training" in (out / "report.md").read_text()
 
 
+def test_several_videos_train_together(small_scene, tmp_path):
+    second = tmp_path / "second"  # another recording of the same camera (here: the frames reversed)
+    second.mkdir()
+    frames = sorted(small_scene["frames"].iterdir())
+    for k, f in enumerate(reversed(frames)):
+        shutil.copy(f, second / f"{k:03d}{f.suffix}")
+    out = tmp_path / "run"
+    assert _run(small_scene, out, "--video", str(second), "--steps", "1", eval_pairs=False) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["video"] == [str(small_scene["frames"]), str(second)]
+    assert report["finetune"]["window_selection"]["windows"] == 2 * (len(frames) - 6)  # 4 frames spaced 2
+    assert "2 videos (" in (out / "report.md").read_text()
+
+
 def test_best_metric_prefers_the_label_free_self_check():
     conf = {"train": {"best_metric": "auto"}}
     assert best_metric(conf, with_self_check=True, with_pairs=True) == "self_check/auc@10"
     assert best_metric(conf, with_self_check=False, with_pairs=True) == "eval/auc@10"
     assert best_metric(conf, with_self_check=False, with_pairs=False) is None
     assert best_metric({"train": {"best_metric": "eval/auc@5"}}, True, True) == "eval/auc@5"
-    rows = [{"step": 10, "m": 30.0}, {"step": 20, "m": 41.0}, {"step": 30, "m": 41.0}, {"step": 40}]
-    assert best_checkpoint(rows, "m", Path("b.pt")) == {"metric": "m", "step": 20, "value": 41.0,
-                                                        "path": "b.pt"}
-    assert best_checkpoint(rows, None, Path("b.pt")) is None and best_checkpoint([], "m", Path("b")) is None
 
 
 def test_stop_resume_and_refuse_to_overwrite(small_scene, tmp_path, capsys):

@@ -8,9 +8,9 @@ from .intrinsics import (
     prior_intrinsics,
     resolve_intrinsics,
 )
-from .video import VideoSource, natural_key, open_video
+from .video import VideoSet, VideoSource, natural_key, open_video, open_videos
 
 __all__ = [
-    "FileIntrinsics", "Intrinsics", "VideoSource", "exif_intrinsics", "load_intrinsics", "natural_key",
-    "open_video", "prior_intrinsics", "resolve_intrinsics",
+    "FileIntrinsics", "Intrinsics", "VideoSet", "VideoSource", "exif_intrinsics", "load_intrinsics",
+    "natural_key", "open_video", "open_videos", "prior_intrinsics", "resolve_intrinsics",
 ]

@@ -36,7 +36,11 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
         "--config, or override single keys: model.loss.track_weight=1 train.save_every=5). "
         "Measurements behind the defaults: docs/finetuning.md.",
     )
-    p.add_argument("--video", required=True, help="folder of frames (jpg/png, natural order) or a video file")
+    p.add_argument(
+        "--video", required=True, action="append",
+        help="folder of frames (jpg/png, natural order) or a video file; repeat it for several videos of "
+        "one camera (windows stay inside each video)",
+    )
     p.add_argument("--out", required=True, help="output folder (checkpoints, report, plots)")
     p.add_argument(
         "--intrinsics", help="3x3 text file, COLMAP cameras.txt or JSON (default: EXIF, then a prior)"
@@ -97,7 +101,7 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from .run import DEFAULT_CONF
 
     options: dict[str, Any] = {
-        "video": args.video,
+        "video": args.video[0] if len(args.video) == 1 else list(args.video),
         "out": args.out,
         "intrinsics": args.intrinsics,
         "init": args.init,

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..errors import InputError
 from ..models.keypoints import COARSE_STRIDE
-from .video import VideoSource
+from .video import VideoSet, VideoSource
 
 __all__ = ["GeometryWindows", "VideoWindows", "cropped_size", "evenly_spaced", "gray_uint8"]
 
@@ -38,10 +38,12 @@ def gray_uint8(images: torch.Tensor) -> list[np.ndarray]:
 class VideoWindows(Dataset):
     """Window ``s`` = frames ``f, f + spacing, ..., f + (length - 1) * spacing`` of the (selected) video,
     for every first frame ``f`` and every spacing (several spacings: windows of several baselines, all
-    spacings' windows in one index, the smallest spacing first).
+    spacings' windows in one index, the smallest spacing first). Several videos: a window lies inside
+    one video (``video.segments``); windows are indexed spacing first, then video, then first frame.
 
     Args:
-        video: from :func:`imatch_s2ld.finetune.open_video`.
+        video: from :func:`imatch_s2ld.finetune.open_video` or
+            :func:`~imatch_s2ld.finetune.open_videos`.
         K: ``(3, 3)`` intrinsics of the frames as :meth:`VideoSource.frame` returns them.
         length: frames per window (>= 2); spacing: frame step inside a window (>= 1), or several.
     Items: ``{"images": (length, 1, H, W) float32 in [0, 1], "K": (3, 3) float32, "start": int}``
@@ -51,7 +53,8 @@ class VideoWindows(Dataset):
         InputError: bad ``length`` / ``spacing`` or a video too short for a window of every spacing.
     """
 
-    def __init__(self, video: VideoSource, K: np.ndarray, length: int, spacing: int | Sequence[int]) -> None:
+    def __init__(self, video: VideoSource | VideoSet, K: np.ndarray, length: int,
+                 spacing: int | Sequence[int]) -> None:
         spacings = (spacing,) if isinstance(spacing, int | np.integer) else tuple(spacing)
         if int(length) < 2:
             raise InputError(f"--window-length: expected an integer >= 2, got {length!r}")
@@ -61,12 +64,14 @@ class VideoWindows(Dataset):
         self.spacings = tuple(sorted({int(sp) for sp in spacings}))
         self.spacing = self.spacings[0]
         span = (self.length - 1) * self.spacings[-1] + 1
-        if len(video) < span:
-            raise InputError(
-                f"{video.path}: {len(video)} frames selected, a window of {self.length} frames "
-                f"spaced {self.spacings[-1]} needs {span} (lower --window-length / "
-                "--window-spacing or use more frames)"
-            )
+        clips = video.videos if isinstance(video, VideoSet) else (video,)
+        for clip in clips:
+            if len(clip) < span:
+                raise InputError(
+                    f"{clip.path}: {len(clip)} frames selected, a window of {self.length} frames "
+                    f"spaced {self.spacings[-1]} needs {span} (lower --window-length / "
+                    "--window-spacing or use more frames)"
+                )
         self.size = cropped_size(video.image_size)
         if min(self.size) < 4 * COARSE_STRIDE:
             raise InputError(
@@ -75,7 +80,8 @@ class VideoWindows(Dataset):
             )
         self.K = torch.as_tensor(np.asarray(K, dtype=np.float32))
         self._windows = [
-            (first, sp) for sp in self.spacings for first in range(len(video) - (self.length - 1) * sp)
+            (first, sp) for sp in self.spacings for start, stop in video.segments
+            for first in range(start, stop - (self.length - 1) * sp)
         ]
 
     def __len__(self) -> int:

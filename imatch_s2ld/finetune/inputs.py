@@ -17,7 +17,7 @@ from .implicit import check_ba_grad
 from .intrinsics import Intrinsics, resolve_intrinsics
 from .model import FinetuneModel
 from .results import Inputs
-from .video import open_video
+from .video import open_videos
 
 __all__ = [
     "baseline_names", "build_windows", "check_baselines", "check_inputs", "check_out_folder", "eval_dataset",
@@ -80,10 +80,11 @@ def check_out_folder(out: Path) -> None:
 
 
 def build_windows(conf: Mapping[str, Any]) -> tuple[VideoWindows, Intrinsics]:
-    """Open the video and its intrinsics and cut it into windows (raises InputError on bad input)."""
-    if conf["video"] is None:
+    """Open the video(s) and the intrinsics and cut them into windows (raises InputError on bad input).
+    ``conf["video"]``: one path, or a list of paths (several videos of one camera)."""
+    if conf["video"] is None or conf["video"] == []:
         raise InputError("--video is required")
-    video = open_video(conf["video"], int(conf["stride"]), conf["max_frames"], conf["resize"])
+    video = open_videos(conf["video"], int(conf["stride"]), conf["max_frames"], conf["resize"])
     intr = resolve_intrinsics(video, conf["intrinsics"])
     for i in range(len(video)):  # decode every frame now: a corrupt one fails before any output
         video.frame_rgb(i)

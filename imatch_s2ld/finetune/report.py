@@ -36,7 +36,6 @@ from .results import FinetuneResult, ProbeBA
 
 __all__ = [
     "SUMMARY_KEYS",
-    "best_checkpoint",
     "best_metric",
     "draw_video_pairs",
     "probe_common",
@@ -230,17 +229,6 @@ def best_metric(conf: Mapping[str, Any], with_self_check: bool, with_pairs: bool
     return "self_check/auc@10" if with_self_check else "eval/auc@10" if with_pairs else None
 
 
-def best_checkpoint(validation: Sequence[Mapping[str, Any]], metric: str | None,
-                    path: Path) -> dict[str, Any] | None:
-    """``{"metric", "step", "value", "path"}`` of the validation row with the highest ``metric`` (the
-    trainer's ``best.pt``; the first of equal values), or None without such rows."""
-    rows = [v for v in validation if metric and v.get(metric) is not None]
-    if not rows:
-        return None
-    top = max(rows, key=lambda v: float(v[metric]))  # max keeps the first of equal values
-    return {"metric": metric, "step": int(top["step"]), "value": float(top[metric]), "path": str(path)}
-
-
 # --------------------------------------------------------------------------------------- report
 def write_report(run: FinetuneResult) -> dict[str, Any]:
     """Write ``report.json``, ``report.md``, ``training.png`` and ``matches/*.png`` into the run's output
@@ -288,8 +276,7 @@ def write_report(run: FinetuneResult) -> dict[str, Any]:
             "max_steps": conf["train"]["max_steps"],
         },
         "validation": validation,
-        "best": best_checkpoint(validation, best_metric(conf, bool(b_sc), b_eval is not None),
-                                tr.run_dir / "best.pt"),
+        "best": tr.best,  # the trainer's best.pt (train.best_metric, see best_metric)
         "intrinsics": {
             "source": inputs.intrinsics.source,
             "description": inputs.intrinsics.description,
@@ -298,7 +285,7 @@ def write_report(run: FinetuneResult) -> dict[str, Any]:
             "focal_search": search,  # probe.refine_focal: every factor and its cost
         },
         "preflight": {"success": run.preflight.probe.success, "windows": len(run.preflight.probe.windows)},
-        "video": str(conf["video"]),
+        "video": conf["video"] if isinstance(conf["video"], list) else str(conf["video"]),
         "init": str(conf["init"] or "shipped default"),
         "checkpoint": str(tr.model_path) if tr.model_path else None,
         "plots": [plot.name],
@@ -376,6 +363,12 @@ def _rms(values: list[float]) -> float | None:
     return float(np.sqrt(np.mean(np.square(values)))) if values else None
 
 
+def _videos(video: str | list[str]) -> str:
+    if isinstance(video, list) and len(video) > 1:
+        return f"{len(video)} videos (" + ", ".join(f"`{v}`" for v in video) + ")"
+    return f"Video `{video[0] if isinstance(video, list) else video}`"
+
+
 def _spacing(value: Any) -> str:
     return ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
 
@@ -439,7 +432,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
     lines = [
         "# Self-supervised fine-tuning report",
         "",
-        f"Video `{r['video']}`, start `{r['init']}`, {ft['steps']} steps, geometry from "
+        f"{_videos(r['video'])}, start `{r['init']}`, {ft['steps']} steps, geometry from "
         f"`{ft['geometry_from']}`, windows of {ft['window']['length']} frames spaced "
         f"{_spacing(ft['window']['spacing'])}; "
         f"{r['intrinsics']['description']}; whole run {r['seconds']:.0f} s.",

@@ -51,7 +51,7 @@ __all__ = ["DEFAULT_CONF", "main", "select_windows", "train"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONF: dict[str, Any] = {
-    "video": None,  # folder of frames or a video file (required)
+    "video": None,  # folder of frames or a video file, or a list of them (one camera) (required)
     "out": None,  # output folder (required)
     "stride": 1,
     "max_frames": None,

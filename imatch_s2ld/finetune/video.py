@@ -1,7 +1,9 @@
 """Frames of an unlabeled video: a folder of images or a video file that OpenCV can read.
 
 :func:`open_video` validates the input once (path, frame count, frame sizes) and returns a
-:class:`VideoSource` that loads frames lazily, resized to ``image_size``.
+:class:`VideoSource` that loads frames lazily, resized to ``image_size``. :func:`open_videos` opens
+several videos of one camera (``--video`` repeated) as a :class:`VideoSet`: one sequence of frames
+whose ``segments`` keep windows inside each video.
 
 Resize rule (``resize`` argument, parsed by :func:`imatch_s2ld.data.images.parse_resize`):
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +145,11 @@ class VideoSource:
         return len(self.names)
 
     @property
+    def segments(self) -> tuple[tuple[int, int], ...]:
+        """``((start, stop),)``: the frame ranges a window may span (one video: all of it)."""
+        return ((0, len(self)),)
+
+    @property
     def is_folder(self) -> bool:
         """True for a folder of frames, False for a video file."""
         return self._reader is None
@@ -216,6 +224,116 @@ def open_video(
     if path.is_dir():
         return _open_folder(path, stride, max_frames, resize, min_frames)
     return _open_file(path, stride, max_frames, resize, min_frames)
+
+
+@dataclass(frozen=True)
+class VideoSet:
+    """Several videos of one camera as one sequence of frames (video 0's frames, then video 1's, ...);
+    build with :func:`open_videos`. It has :class:`VideoSource`'s interface; ``path`` is the first
+    video's, ``segments`` the frame range of each video (windows never cross one)."""
+
+    videos: tuple[VideoSource, ...]
+
+    def __post_init__(self) -> None:
+        if not self.videos:
+            raise ValueError("VideoSet: no videos")
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.videos)
+
+    @property
+    def segments(self) -> tuple[tuple[int, int], ...]:
+        """``(start, stop)`` of each video's frames in the sequence."""
+        stops = np.cumsum([len(v) for v in self.videos]).tolist()
+        return tuple(zip([0, *stops[:-1]], stops, strict=True))
+
+    @property
+    def path(self) -> Path:
+        return self.videos[0].path
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"{v.path.name}/{n}" for v in self.videos for n in v.names)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.videos[0].original_size
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.videos[0].image_size
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(f for v in self.videos for f in v.files)
+
+    @property
+    def is_folder(self) -> bool:
+        """True when every video is a folder of frames."""
+        return all(v.is_folder for v in self.videos)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.videos[0].scale
+
+    def scale_intrinsics(self, K: np.ndarray) -> np.ndarray:
+        return self.videos[0].scale_intrinsics(K)
+
+    def _locate(self, i: int) -> tuple[VideoSource, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"frame index {i} out of range for {len(self)} frames")
+        for video, (start, stop) in zip(self.videos, self.segments, strict=True):
+            if i < stop:
+                return video, i - start
+        raise AssertionError("unreachable")
+
+    def frame_rgb(self, i: int) -> np.ndarray:
+        """Frame ``i`` of the sequence (see :meth:`VideoSource.frame_rgb`)."""
+        video, j = self._locate(i)
+        return video.frame_rgb(j)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` of the sequence (see :meth:`VideoSource.frame`)."""
+        video, j = self._locate(i)
+        return video.frame(j)
+
+
+def open_videos(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    stride: int = 1,
+    max_frames: int | None = None,
+    resize: Resize | str = None,
+    min_frames: int = 3,
+) -> VideoSource | VideoSet:
+    """:func:`open_video` for one path; for several, each opened with the same options (``max_frames``
+    per video) and joined into a :class:`VideoSet`.
+
+    Raises:
+        InputError: what :func:`open_video` raises, a path given twice, or videos whose frames differ
+            in size (one camera: one frame size and one set of intrinsics).
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise InputError("--video is required")
+    if len(paths) == 1:
+        return open_video(paths[0], stride, max_frames, resize, min_frames)
+    seen = set()
+    for p in paths:
+        if p.resolve() in seen:
+            raise InputError(f"{p}: given twice (--video)")
+        seen.add(p.resolve())
+    videos = tuple(open_video(p, stride, max_frames, resize, min_frames) for p in paths)
+    first = videos[0]
+    for v in videos[1:]:
+        if v.original_size != first.original_size:
+            raise InputError(
+                f"{v.path}: frames of {v.original_size[0]}x{v.original_size[1]} differ from {first.path} "
+                f"({first.original_size[0]}x{first.original_size[1]}); several --video must come from "
+                "one camera at one frame size"
+            )
+    return VideoSet(videos)
 
 
 def _check_options(stride: int, max_frames: int | None, min_frames: int) -> None:

@@ -150,7 +150,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` did: final step, files written, the logged rows (``history``,
-    ``validation``: every row of the run, those before a resume included)."""
+    ``validation``: every row of the run, those before a resume included) and ``best``: the model in
+    ``best.pt`` as ``{"metric", "step", "value", "path"}`` (None when none was kept)."""
 
     run_dir: Path
     step: int
@@ -161,6 +162,7 @@ class TrainResult:
     num_processes: int = 1
     skipped_steps: int = 0
     finished: bool = True
+    best: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -499,14 +501,15 @@ class Trainer:
         if name not in row:
             known = ", ".join(k for k in row if k not in ("step", "time_s"))
             raise InputError(f"train.best_metric: {name!r} is not a validation metric; known: {known}")
-        if self._best_value is None and self.conf["resume"] and self.best_path.is_file():
+        if self._best is None and self.conf["resume"] and self.best_path.is_file():
             previous = read_torch_file(self.best_path, "best checkpoint")
             if isinstance(previous, dict) and previous.get("best_metric") == name:
-                self._best_value = float(previous["best_value"])
+                self._best = {"metric": name, "step": int(previous["step"]),
+                              "value": float(previous["best_value"]), "path": str(self.best_path)}
         value = float(row[name])
-        if self._best_value is not None and not value > self._best_value:
+        if self._best is not None and not value > self._best["value"]:
             return
-        self._best_value = value
+        self._best = {"metric": name, "step": int(row["step"]), "value": value, "path": str(self.best_path)}
         extra = {"run_config": copy.deepcopy(self._run_config), "step": int(row["step"]), "best_metric": name,
                  "best_value": value}
         _export_model(model, self.best_path, extra)
@@ -534,7 +537,7 @@ class Trainer:
         """
         conf, acc = self.conf, self.accelerator
         world, rank = acc.num_processes, acc.process_index
-        self._best_value, self._run_config = None, dict(run_config or {})
+        self._best, self._run_config = None, dict(run_config or {})
         if conf["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
         if not conf["resume"]:
@@ -718,7 +721,7 @@ class Trainer:
                                                   "step": step})
             result.model_path = model_path
         acc.wait_for_everyone()
-        result.step = step
+        result.step, result.best = step, self._best
         return result
 
 
