@@ -444,6 +444,7 @@ def test_one_step_end_to_end_and_report_contract(small_scene, tmp_path, capsys):
     assert "Self-check on the video (no labels)" in (out / "report.md").read_text()
     (row,) = report["validation"]  # eval.every: the self-check and the evaluation pairs at step 1
     assert row["step"] == 1 and row["eval/auc@10"] == pytest.approx(report["after"]["auc@10"])
+    assert not (out / "eval" / "step_000001").exists()  # the last step's evaluation is the "after" one
     assert row["self_check/auc@10"] == pytest.approx(check["after"]["auc@10"])
     assert report["best"]["metric"] == "self_check/auc@10" and (out / "best.pt").is_file()
     assert "During training" in (out / "report.md").read_text()

@@ -56,17 +56,19 @@ def evaluate_pairs(
 
 
 def measure(inputs: Inputs, probe_idx: list[int], check: list[PseudoPair], stage: str,
-            label: str) -> Measurement:
+            label: str, done: Mapping[str, Any] | None = None) -> Measurement:
     """BA of the probe windows (own tracks and output matches), the self-check and track check on
     ``check``, the pictures (``OUT/video/<stage>/viz`` without evaluation pairs) and the evaluation of the
-    current matcher (into ``OUT/eval/<stage>``, if there are pairs)."""
+    current matcher (into ``OUT/eval/<stage>``, if there are pairs). ``done``: ``{"self_check", "eval"}``
+    summaries already measured for this matcher (the last step's validation); those are not redone."""
     from .report import draw_video_pairs
 
     model, windows, conf = inputs.model, inputs.windows, inputs.conf
+    done = done or {}
     result = Measurement(
         probe=probe_ba(model, windows, probe_idx),
         probe_predictions=probe_ba(model, windows, probe_idx, predictions=True),
-        self_check=self_check(model.net, windows, check),
+        self_check=done.get("self_check") or self_check(model.net, windows, check),
         track_check=track_check(model.net, windows, check),
         eval=None,
     )
@@ -77,8 +79,9 @@ def measure(inputs: Inputs, probe_idx: list[int], check: list[PseudoPair], stage
         draw_video_pairs(model.net, windows, sorted(set(picks)), windows.K.double().numpy(),
                          inputs.out / "video" / stage / "viz", label)
     if inputs.dataset is not None:
-        result.eval = evaluate_pairs(model.net, inputs.dataset, conf["eval"], inputs.out / "eval" / stage,
-                                     label, inputs.eval_resize, viz)
+        result.eval = done.get("eval") or evaluate_pairs(
+            model.net, inputs.dataset, conf["eval"], inputs.out / "eval" / stage, label, inputs.eval_resize,
+            viz)
     return result
 
 

@@ -114,11 +114,14 @@ class Measurement:
 
 @dataclass
 class Training:
-    """The training step: the trainer's result (its rows span the whole run, resumes included) and the
-    windows the model skipped, per kind of reason."""
+    """The training step: the trainer's result (its rows span the whole run, resumes included), the
+    windows the model skipped, per kind of reason, and ``final_checks``: the self-check and evaluation
+    summaries of the last step's validation (``{"self_check", "eval"}``; None when it did not run),
+    which the "after" measurement reuses."""
 
     result: TrainResult
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    final_checks: dict[str, Any] | None = None
 
     @property
     def steps(self) -> int:

@@ -155,21 +155,27 @@ def train(inputs: Inputs, selection: WindowSelection, accelerator: Any,
     conf, tconf, out = inputs.conf, dict(inputs.conf["train"]), inputs.out
     check = list(check or [])
     dataset = inputs.dataset
-    every = int(conf["eval"]["every"])
+    every, final = int(conf["eval"]["every"]), int(tconf["max_steps"])
+    at_end: dict[str, Any] = {}  # the last step's checks, reused as the "after" measurement
     validate = None
     if every > 0 and (dataset is not None or check):
 
         def validate(m: FinetuneModel, step: int) -> dict[str, float]:
             row: dict[str, float] = {}
+            sc = s = None
             if check:
                 sc = self_check(m.net, inputs.windows, check)
                 assert sc is not None
                 row |= {f"self_check/{k}": float(sc[k])
                         for k in ("auc@5", "auc@10", "auc@20", "median_matches")}
             if dataset is not None:
-                s = evaluate_pairs(m.net, dataset, conf["eval"], out / "eval" / f"step_{step:06d}",
-                                   f"s2ld-finetuned@{step}", inputs.eval_resize, 0)
+                folder, label, viz = (("after", "s2ld-finetuned", int(conf["eval"]["viz"])) if step == final
+                                      else (f"step_{step:06d}", f"s2ld-finetuned@{step}", 0))
+                s = evaluate_pairs(m.net, dataset, conf["eval"], out / "eval" / folder, label,
+                                   inputs.eval_resize, viz)
                 row |= {f"eval/{k}": float(s[k]) for k in ("auc@5", "auc@10", "auc@20", "precision")}
+            if step == final:
+                at_end.update(self_check=sc, eval=s)
             return row
 
     tconf["best_metric"] = best_metric(conf, bool(check), dataset is not None)
@@ -180,7 +186,7 @@ def train(inputs: Inputs, selection: WindowSelection, accelerator: Any,
         inputs.model, train_set, sampler, batch_size=1, num_workers=0, validate=validate,
         val_every=every, val_at_end=True, run_config=conf,  # the last step competes for best.pt
     )
-    return Training(result, skip_reasons(out))
+    return Training(result, skip_reasons(out), at_end or None)
 
 
 def main(conf: Mapping[str, Any] | None = None) -> FinetuneResult | None:
@@ -239,7 +245,7 @@ def main(conf: Mapping[str, Any] | None = None) -> FinetuneResult | None:
             logger.info("[4/4] fine-tuned matcher: BA on the probe windows%s, report",
                         "" if inputs.dataset is None else ", evaluation pairs")
             model.net.eval()
-            after = measure(inputs, probe_idx, check, "after", "s2ld-finetuned")
+            after = measure(inputs, probe_idx, check, "after", "s2ld-finetuned", training.final_checks)
             result = FinetuneResult(inputs, pre, selection, before, after, baselines, training,
                                     time.perf_counter() - start_time)
             write_report(result)
