@@ -4,6 +4,7 @@ bf16 autocast, checkpoints, strict configuration and the numpy ``match`` interfa
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -209,6 +210,38 @@ def test_linear_attention_matches_reference_and_is_linear_in_memory():
     assert torch.isfinite(out).all() and out.shape == (1, n, 2, 8)
     assert rec.largest <= 4 * n * 2 * 8, f"an op returned {rec.largest} elements (N^2 = {n * n})"
     assert elapsed < 5.0
+
+
+def test_cross_attention_equals_lightglues_block_and_keeps_no_n0_by_n1_matrix():
+    from kornia.feature.lightglue import CrossBlock
+
+    from imatch_s2ld.models.attention import cross_attention
+
+    torch.manual_seed(0)
+    block = CrossBlock(32, 4, False).double()
+    x0, x1 = torch.randn(2, 50, 32, dtype=torch.float64), torch.randn(2, 37, 32, dtype=torch.float64)
+
+    def run(fn):
+        a0, a1 = x0.clone().requires_grad_(), x1.clone().requires_grad_()
+        largest = [0]
+
+        def pack(t):
+            largest[0] = max(largest[0], t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y0, y1 = fn(a0, a1)
+        (y0.square().sum() + y1.sin().sum()).backward()
+        grads = [a0.grad, a1.grad, *(q.grad for q in block.parameters())]
+        block.zero_grad()
+        return (y0, y1), grads, largest[0]
+
+    ref, ref_grads, ref_largest = run(block)
+    out, grads, largest = run(partial(cross_attention, block))
+    for a, b in zip((*out, *grads), (*ref, *ref_grads), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    assert ref_largest >= 2 * 4 * 50 * 37  # kornia keeps the (B, heads, N0, N1) attention for backward
+    assert largest < 2 * 4 * 50 * 37 / 2, largest  # the fused kernel keeps (B, heads, N, d) tensors
 
 
 @pytest.mark.parametrize("mode", ["linear", "sdpa"])
