@@ -479,6 +479,20 @@ def test_default_yaml_equals_default_conf_and_comments_every_key():
             assert "  # " in line, f"option without a comment: {line!r}"
 
 
+def test_whole_network_recipe_is_a_valid_partial_config():
+    from imatch_s2ld.conf import merge_conf
+    from imatch_s2ld.finetune.run import DEFAULT_CONF
+    from imatch_s2ld.train.config import read_yaml
+
+    path = FINETUNE_YAML.with_name("finetune_whole_network.yaml")
+    conf = merge_conf(DEFAULT_CONF, read_yaml(path))  # strict: a typo in the recipe fails here
+    assert conf["model"]["trainable"] == "all" and conf["train"]["lr"] == 3e-5 and conf["eval"]["every"] == 50
+    assert conf["model"]["geometry_from"] == "aliked+lightglue" and conf["train"]["max_steps"] == 200
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "  # " in line, f"option without a comment: {line!r}"
+
+
 def test_config_file_is_read_and_options_and_overrides_win(tmp_path):
     from imatch_s2ld.finetune.cli import build_parser, conf_from_args
 
