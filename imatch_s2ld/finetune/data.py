@@ -64,8 +64,7 @@ class VideoWindows(Dataset):
         self.spacings = tuple(sorted({int(sp) for sp in spacings}))
         self.spacing = self.spacings[0]
         span = (self.length - 1) * self.spacings[-1] + 1
-        clips = video.videos if isinstance(video, VideoSet) else (video,)
-        for clip in clips:
+        for clip in video.videos:
             if len(clip) < span:
                 raise InputError(
                     f"{clip.path}: {len(clip)} frames selected, a window of {self.length} frames "

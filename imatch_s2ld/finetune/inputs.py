@@ -82,7 +82,7 @@ def check_out_folder(out: Path) -> None:
 def build_windows(conf: Mapping[str, Any]) -> tuple[VideoWindows, Intrinsics]:
     """Open the video(s) and the intrinsics and cut them into windows (raises InputError on bad input).
     ``conf["video"]``: one path, or a list of paths (several videos of one camera)."""
-    if conf["video"] is None or conf["video"] == []:
+    if conf["video"] is None:
         raise InputError("--video is required")
     video = open_videos(conf["video"], int(conf["stride"]), conf["max_frames"], conf["resize"])
     intr = resolve_intrinsics(video, conf["intrinsics"])

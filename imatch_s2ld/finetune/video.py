@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,11 @@ class VideoSource:
         return ((0, len(self)),)
 
     @property
+    def videos(self) -> tuple[VideoSource, ...]:
+        """``(self,)``: the videos of the sequence, as :attr:`VideoSet.videos`."""
+        return (self,)
+
+    @property
     def is_folder(self) -> bool:
         """True for a folder of frames, False for a video file."""
         return self._reader is None
@@ -239,9 +246,9 @@ class VideoSet:
             raise ValueError("VideoSet: no videos")
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.videos)
+        return self.segments[-1][1]
 
-    @property
+    @cached_property
     def segments(self) -> tuple[tuple[int, int], ...]:
         """``(start, stop)`` of each video's frames in the sequence."""
         stops = np.cumsum([len(v) for v in self.videos]).tolist()
@@ -282,10 +289,8 @@ class VideoSet:
     def _locate(self, i: int) -> tuple[VideoSource, int]:
         if not 0 <= i < len(self):
             raise IndexError(f"frame index {i} out of range for {len(self)} frames")
-        for video, (start, stop) in zip(self.videos, self.segments, strict=True):
-            if i < stop:
-                return video, i - start
-        raise AssertionError("unreachable")
+        k = bisect_right([stop for _, stop in self.segments], i)
+        return self.videos[k], i - self.segments[k][0]
 
     def frame_rgb(self, i: int) -> np.ndarray:
         """Frame ``i`` of the sequence (see :meth:`VideoSource.frame_rgb`)."""
