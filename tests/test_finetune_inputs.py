@@ -449,6 +449,10 @@ def test_several_videos_windows_stay_inside_each_video(tmp_path):
     assert len(both) == 10 and both.segments == ((0, 5), (5, 10)) and both.image_size == (40, 32)
     assert both.names[5] == "b/000.png" and both.path == tmp_path / "a" and len(both.files) == 10
     np.testing.assert_allclose(both.frame(6)[0, 0], 10 / 255, atol=1e-6)  # frame 1 of video b
+    for room in ("room_0", "room_1"):  # two folders of the same name: the names stay unique
+        write_frames(tmp_path / room / "frames", [f"{k:03d}.png" for k in range(3)], size=(40, 32))
+    same = open_videos([tmp_path / "room_0" / "frames", tmp_path / "room_1" / "frames"])
+    assert same.names[0] == "room_0/frames/000.png" and same.names[3] == "room_1/frames/000.png"
     windows = VideoWindows(both, np.eye(3), length=3, spacing=2)  # 5 frames a video: windows 0 and 5
     assert [windows.frames(i) for i in range(len(windows))] == [[0, 2, 4], [5, 7, 9]]
     np.testing.assert_allclose(windows[1]["images"][:, 0, 0, 0].numpy(), [0, 20 / 255, 40 / 255], atol=1e-6)

@@ -260,7 +260,12 @@ class VideoSet:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(f"{v.path.name}/{n}" for v in self.videos for n in v.names)
+        """Per frame, its video's path relative to the videos' common folder, then its own name
+        (``room_0/frames/000.png``): unique, since no video is given twice."""
+        paths = [v.path.resolve() for v in self.videos]
+        root = Path(os.path.commonpath([p.parent for p in paths]))
+        return tuple(f"{p.relative_to(root).as_posix()}/{n}" for v, p in zip(self.videos, paths, strict=True)
+                     for n in v.names)
 
     @property
     def original_size(self) -> tuple[int, int]:
