@@ -52,9 +52,11 @@ def test_backbone_contract_shapes(backbone, size):
     assert desc.shape == (1, 3, 128) and torch.allclose(desc.norm(dim=-1), torch.ones(1, 3))
 
 
-def test_score_and_descriptors_are_alikeds(backbone):
-    """Without ALIKED's full-resolution map, the score map and the descriptors are ALIKED's own."""
-    image = _image(128, 160)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_score_and_descriptors_are_alikeds(backbone, channels):
+    """Without ALIKED's full-resolution map, the score map and the descriptors are ALIKED's own
+    (grayscale input: replicated into ALIKED's three channels)."""
+    image = torch.cat([_image(128, 160, k) for k in range(channels)], dim=1)
     net = backbone.net
     with torch.inference_mode():
         dense, score = net.extract_dense_map(image.expand(-1, 3, -1, -1))
@@ -327,6 +329,7 @@ def test_detector_keypoints_find_peaks_subpixel_in_score_order():
     ({"coarse": {"mode": "sinkhorn"}}, "coarse.mode"),
     ({"attention": {"n_layers": 10}}, "n_layers=10"),
     ({"backbone": {"name": "aliked", "typo": 1}}, "backbone.typo"),
+    ({"backbone": {"name": "aliked", "color": "yes"}}, "backbone.color"),
     ({"precision": "fp8"}, "precision: expected one of fp32, bf16"),
     ({"freeze": ["transformr"]}, "freeze: unknown module"),
 ])
@@ -364,3 +367,54 @@ def test_tiny_sparse_stage_on_the_pretrained_backbone_overfits_two_pairs(batch):
             break
     else:
         pytest.fail(f"did not overfit: {history[-10:]} (first fine loss {first_fine:.3f})")
+
+
+def test_colour_reaches_alikeds_input_and_gray_models_convert_it():
+    """``color`` (the default): S2LD reads RGB, so an edge between two colours of equal luminance
+    shows in the detection score; with ``color: false`` an RGB input is converted to gray first
+    (OpenCV's weights), the same as passing the gray image."""
+    import cv2
+    import numpy as np
+
+    a, b = np.uint8([200, 60, 120]), np.uint8([40, 0, 230])
+    b[1] = round((cv2.cvtColor(a[None, None], cv2.COLOR_RGB2GRAY)[0, 0] - 0.299 * 40 - 0.114 * 230) / 0.587)
+    yy, xx = np.mgrid[:64, :96]
+    rgb = np.where((((yy // 16) + (xx // 16)) % 2 == 0)[..., None], a, b).astype(np.uint8)  # a checkerboard
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    assert int(gray.max()) - int(gray.min()) <= 1  # no edge in gray
+    colour = S2LD.from_config("aliked", **SMALL).eval()
+    flat = S2LD.from_config("aliked", backbone={"name": "aliked", "color": False}, **SMALL).eval()
+    assert (colour.in_channels, colour.grayscale, flat.in_channels, flat.grayscale) == (3, False, 1, True)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        edge_colour = colour.backbone(colour._backbone_image(tensor)).score[0, 0, 8:-8, 8:-8].max()
+        edge_flat = flat.backbone(flat._backbone_image(tensor)).score[0, 0, 8:-8, 8:-8].max()
+    assert edge_colour > 2 * edge_flat, (edge_colour, edge_flat)
+    image0 = _image(96, 128, 0).expand(-1, 3, -1, -1) * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)
+    image1 = torch.roll(image0, (2, 3), (2, 3))
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        from_rgb = flat(image0, image1)
+        from_gray = flat((image0 * weights).sum(1, keepdim=True), (image1 * weights).sum(1, keepdim=True))
+    assert from_rgb.mkpts0.shape[0] > 10 and torch.equal(from_rgb.mkpts1, from_gray.mkpts1)
+    texture = (torch.cat([_image(96, 128, k) for k in range(3)], 1)[0].permute(1, 2, 0) * 255).byte().numpy()
+    for image in (texture, cv2.cvtColor(texture, cv2.COLOR_RGB2GRAY)):  # numpy RGB or gray in
+        k0, k1, _ = colour.match(image, image)
+        assert len(k0) > 10 and np.median(np.abs(k0 - k1)) < 2  # (untrained local-dense stage)
+
+
+def test_checkpoints_from_before_the_colour_option_read_gray(tmp_path):
+    """A checkpoint whose conf has no ``backbone.color`` was trained on gray images (the shipped one):
+    it loads as a grayscale model; ``backbone={"color": True}`` (``--matcher-opt backbone.color=true``)
+    reads colour with the same weights."""
+    from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT
+
+    path = S2LD.from_config("aliked", **SMALL).save_checkpoint(tmp_path / "new.pt")
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["conf"]["backbone"]["color"] is True
+    del ckpt["conf"]["backbone"]["color"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert S2LD.from_checkpoint(tmp_path / "old.pt").in_channels == 1
+    assert S2LD.from_checkpoint(tmp_path / "new.pt").in_channels == 3
+    shipped = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
+    assert shipped.grayscale and not S2LD.from_checkpoint(DEFAULT_CHECKPOINT, backbone={"color": True}).grayscale

@@ -429,8 +429,9 @@ def test_windows_of_several_spacings(tmp_path):
     assert both.spacings == (2, 4) and len(both) == 6 + 2
     assert both.frames(0) == [0, 2, 4] and both.frames(6) == [0, 4, 8] and both.frames(7) == [1, 5, 9]
     item = both[7]
-    assert item["images"].shape == (3, 1, 32, 40) and item["start"] == 7
-    np.testing.assert_allclose(item["images"][:, 0, 0, 0].numpy(), [10 / 255, 50 / 255, 90 / 255], atol=1e-6)
+    assert item["images"].shape == (3, 3, 32, 40) and item["start"] == 7  # frames in colour
+    np.testing.assert_allclose(item["images"][:, :, 0, 0].numpy(), np.repeat([[10], [50], [90]], 3, 1) / 255,
+                               atol=1e-6)
     with pytest.raises(InputError, match="spaced 5 needs 11"):
         VideoWindows(video, np.eye(3), length=3, spacing=[2, 5])
     for bad in ("0", "2,x", ""):
@@ -514,3 +515,34 @@ def test_config_file_is_read_and_options_and_overrides_win(tmp_path):
     args = build_parser().parse_args(["--video", "v", "--out", "o", "--config", str(bad)])
     with pytest.raises(InputError, match=r"bad.yaml: configuration key 'train.max_steps': expected an int"):
         conf_from_args(args)
+
+
+def test_windows_carry_colour_and_each_consumer_takes_its_channels(tmp_path):
+    """Windows hold the frames in RGB; ``uint8_frames`` gives matchers RGB uint8 (SIFT converts)."""
+    from imatch_s2ld.finetune.data import VideoWindows, uint8_frames
+
+    tmp_path.mkdir(exist_ok=True)
+    for k in range(3):  # BGR on disk: blue 10k, green 100, red 200
+        bgr = np.dstack([np.full((32, 40), v, np.uint8) for v in (10 * k, 100, 200)])
+        cv2.imwrite(str(tmp_path / f"{k}.png"), bgr)
+    item = VideoWindows(open_video(tmp_path), np.eye(3), length=3, spacing=1)[0]
+    np.testing.assert_allclose(item["images"][2, :, 5, 5].numpy(), np.array([200, 100, 20]) / 255, atol=1e-6)
+    frames = uint8_frames(item["images"])
+    assert frames[2].shape == (32, 40, 3) and frames[2][5, 5].tolist() == [200, 100, 20]
+    gray = uint8_frames(item["images"][:, :1])
+    assert gray[0].shape == (32, 40) and int(gray[0][0, 0]) == 200
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        uint8_frames(item["images"][:, :2])
+
+
+def test_fine_tuning_reads_colour_when_asked(tiny_checkpoint):
+    """``color``: None keeps the checkpoint's input (the shipped one: gray); True reads RGB frames
+    with an ALIKED backbone; a gray-only backbone or a non-boolean value is one line."""
+    from imatch_s2ld.finetune.inputs import load_start
+
+    assert load_start(None).in_channels == 1 and load_start(None, True).in_channels == 3
+    assert load_start(None, False).in_channels == 1
+    with pytest.raises(InputError, match="color: .* reads gray"):
+        load_start(str(tiny_checkpoint), True)
+    with pytest.raises(InputError, match="color: expected true, false or null"):
+        load_start(None, "yes")

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..models.keypoints import COARSE_STRIDE
 from .video import VideoSet, VideoSource
 
-__all__ = ["GeometryWindows", "VideoWindows", "cropped_size", "evenly_spaced", "gray_uint8"]
+__all__ = ["GeometryWindows", "VideoWindows", "cropped_size", "evenly_spaced", "uint8_frames"]
 
 
 def cropped_size(image_size: tuple[int, int]) -> tuple[int, int]:
@@ -29,10 +29,13 @@ def evenly_spaced(n: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, count)})
 
 
-def gray_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    """A window's ``(N, 1, H, W)`` images in [0, 1] -> N ``(H, W)`` uint8 images (OpenCV, ``S2LD.match``)."""
-    return [np.clip(im[0].detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            for im in images]
+def uint8_frames(images: torch.Tensor) -> list[np.ndarray]:
+    """A window's ``(N, 3, H, W)`` RGB (or ``(N, 1, H, W)`` gray) images in [0, 1] -> N ``(H, W, 3)``
+    (or ``(H, W)``) uint8 images, as matchers take them (``S2LD.match``, OpenCV)."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
+    pixels = np.clip(images.detach().float().cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return [im[0] if im.shape[0] == 1 else np.ascontiguousarray(im.transpose(1, 2, 0)) for im in pixels]
 
 
 class VideoWindows(Dataset):
@@ -46,8 +49,9 @@ class VideoWindows(Dataset):
             :func:`~imatch_s2ld.finetune.open_videos`.
         K: ``(3, 3)`` intrinsics of the frames as :meth:`VideoSource.frame` returns them.
         length: frames per window (>= 2); spacing: frame step inside a window (>= 1), or several.
-    Items: ``{"images": (length, 1, H, W) float32 in [0, 1], "K": (3, 3) float32, "start": int}``
-    with ``(W, H)`` = :func:`cropped_size` of the video frames and ``start`` the window's index.
+    Items: ``{"images": (length, 3, H, W) float32 RGB in [0, 1], "K": (3, 3) float32, "start": int}``
+    with ``(W, H)`` = :func:`cropped_size` of the video frames and ``start`` the window's index (the
+    frames in colour: the matcher and each geometry source take what they read, e.g. SIFT gray).
 
     Raises:
         InputError: bad ``length`` / ``spacing`` or a video too short for a window of every spacing.
@@ -93,8 +97,9 @@ class VideoWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         w, h = self.size
-        images = np.stack([self.video.frame(f)[:h, :w] for f in self.frames(index)])
-        return {"images": torch.from_numpy(images)[:, None], "K": self.K.clone(), "start": int(index)}
+        images = np.stack([self.video.frame_rgb(f)[:h, :w] for f in self.frames(index)])
+        images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        return {"images": images.contiguous(), "K": self.K.clone(), "start": int(index)}
 
 
 class GeometryWindows(Dataset):

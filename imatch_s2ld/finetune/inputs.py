@@ -52,7 +52,7 @@ def check_inputs(conf: Mapping[str, Any]) -> Inputs:
             "--overwrite to start over, or another --out"
         )
     windows, intr = build_windows(conf)
-    model = FinetuneModel(load_start(conf["init"]), conf["model"])
+    model = FinetuneModel(load_start(conf["init"], conf["color"]), conf["model"])
     dataset = eval_dataset(conf["eval"])
     if dataset is not None:
         load_pairs(dataset)  # fail now on a bad pairs file
@@ -108,13 +108,21 @@ def window_spacings(value: Any) -> list[int]:
     return spacings
 
 
-def load_start(path: str | None) -> S2LD:
-    """The starting S2LD (``--init``; default: the shipped checkpoint)."""
+def load_start(path: str | None, color: bool | None = None) -> S2LD:
+    """The starting S2LD (``--init``; default: the shipped checkpoint); ``color`` True / False: read
+    RGB / gray frames (an ALIKED backbone), None: what the checkpoint was trained on."""
     ckpt = DEFAULT_CHECKPOINT if path is None else Path(path)
     where = "--init" if path is not None else "the shipped default checkpoint"
     if not ckpt.is_file():
         raise InputError(f"{ckpt}: checkpoint not found ({where})")
-    return S2LD.from_checkpoint(ckpt)
+    if color is not None and not isinstance(color, bool):
+        raise InputError(f"color: expected true, false or null, got {color!r}")
+    net = S2LD.from_checkpoint(ckpt)
+    if color is None or net.in_channels == (3 if color else 1):
+        return net
+    if net.conf["backbone"]["name"] != "aliked":
+        raise InputError(f"color: {ckpt} has a {net.conf['backbone']['name']} backbone, which reads gray")
+    return S2LD.from_checkpoint(ckpt, backbone={"color": color})
 
 
 def eval_dataset(econf: Mapping[str, Any]) -> DatasetConfig | None:

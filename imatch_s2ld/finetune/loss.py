@@ -84,7 +84,7 @@ class FinetuneLoss:
                  targets: WindowTargets) -> LossOutput:
         """Args:
             model: the S2LD being fine-tuned (its mode is restored afterwards).
-            images: ``(N, 1, H, W)`` window frames in [0, 1]; K: ``(N, 3, 3)`` or ``(3, 3)``.
+            images: ``(N, C, H, W)`` window frames in [0, 1] (RGB or gray); K: ``(N, 3, 3)`` or ``(3, 3)``.
             matches: the window's (no-gradient) matches; targets: its BA targets.
         Returns:
             ``total`` (0-d) and detached ``terms`` (:data:`TERM_KEYS`): each term's value and metrics

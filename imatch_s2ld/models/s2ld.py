@@ -136,8 +136,9 @@ class ImageEncoding:
 
 
 def _check_image(name: str, image: torch.Tensor) -> None:
-    if image.ndim != 4 or image.shape[1] != 1:
-        raise InputError(f"{name}: expected (B, 1, H, W) grayscale, got {tuple(image.shape)}")
+    if image.ndim != 4 or image.shape[1] not in (1, 3):
+        raise InputError(f"{name}: expected (B, 1, H, W) grayscale or (B, 3, H, W) RGB, "
+                         f"got {tuple(image.shape)}")
     h, w = image.shape[-2:]
     if h % COARSE_STRIDE or w % COARSE_STRIDE or h == 0 or w == 0:
         raise InputError(f"{name}: H and W must be positive multiples of {COARSE_STRIDE}, got {h}x{w}")
@@ -160,7 +161,6 @@ class S2LD(nn.Module):
     """
 
     name = "s2ld"
-    grayscale = True
 
     default_conf: dict[str, Any] = {
         "backbone": ResNetFPN.default_conf,  # any backbone: backbone.name (models.backbone.BACKBONES)
@@ -231,6 +231,26 @@ class S2LD(nn.Module):
             raise InputError(f"{key}: unknown module(s) {unknown}; top-level modules: "
                              f"{', '.join(n for n, _ in self.named_children())}")
         return list(prefixes)
+
+    @property
+    def in_channels(self) -> int:
+        """What the backbone reads: 1 (grayscale) or 3 (RGB); :meth:`forward` converts either input."""
+        return int(self.backbone.in_channels)
+
+    @property
+    def grayscale(self) -> bool:
+        """Matcher interface: True when only intensities are used (evaluators may decode to gray)."""
+        return self.in_channels == 1
+
+    def _backbone_image(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1 or 3, H, W) -> (B, in_channels, H, W): RGB to gray with OpenCV's weights (ITU-R
+        BT.601), or gray replicated."""
+        if image.shape[1] == self.in_channels:
+            return image
+        if self.in_channels == 1:
+            weights = image.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            return (image * weights).sum(1, keepdim=True)
+        return image.expand(-1, 3, -1, -1)
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Named groups of module prefixes, for choosing what trains: every top-level module by its
@@ -306,8 +326,12 @@ class S2LD(nn.Module):
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
                 or not isinstance(ckpt.get("state_dict"), dict):
             raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
+        conf = ckpt["conf"]
+        backbone = conf.get("backbone")
+        if isinstance(backbone, dict) and backbone.get("name") == "aliked" and "color" not in backbone:
+            conf = {**conf, "backbone": {**backbone, "color": False}}  # saved before colour: trained on gray
         try:
-            stored = merge_model_conf(cls.default_conf, ckpt["conf"])  # keys newer than the checkpoint
+            stored = merge_model_conf(cls.default_conf, conf)  # keys newer than the checkpoint
             return ckpt, cls(merge_model_conf(stored, overrides), pretrained=False)
         except InputError as err:
             raise InputError(f"{path}: {err}") from None
@@ -336,8 +360,8 @@ class S2LD(nn.Module):
                 extra_matches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                 supervision: Mapping[str, torch.Tensor] | None = None) -> S2LDOutput:
         """Args:
-            image0, image1: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8 (the two
-                images may have different sizes).
+            image0, image1: (B, 1, H, W) grayscale or (B, 3, H, W) RGB in [0, 1] (converted to
+                :attr:`in_channels`), H and W multiples of 8 (the two images may have different sizes).
             mask0, mask1: optional (B, H/8, W/8) bool, True for valid (not padded) coarse cells.
             extra_matches: optional (b, i, j) long tensors (E,) appended to the predicted matches
                 (e.g. ground-truth coarse matches during training).
@@ -352,6 +376,7 @@ class S2LD(nn.Module):
         _check_image("image1", image1)
         _check_mask("mask0", mask0, image0)
         _check_mask("mask1", mask1, image1)
+        image0, image1 = self._backbone_image(image0), self._backbone_image(image1)
         small0, smask0 = self._sparse_input(image0, mask0)
         small1, smask1 = self._sparse_input(image1, mask1)
         if small0.shape == small1.shape:  # one backbone pass (BatchNorm in training sees both)
@@ -370,11 +395,12 @@ class S2LD(nn.Module):
         gradients flow through the encodings into every pair that uses them.
 
         Args:
-            image: (B, 1, H, W) grayscale in [0, 1], H and W multiples of 8.
+            image: (B, 1, H, W) grayscale or (B, 3, H, W) RGB in [0, 1], H and W multiples of 8.
             mask: optional (B, H/8, W/8) bool, True for valid coarse cells.
         """
         _check_image("image", image)
         _check_mask("mask", mask, image)
+        image = self._backbone_image(image)
         small, small_mask = self._sparse_input(image, mask)
         return self._encode_features(self.backbone(small), image, small, small_mask)
 
@@ -495,14 +521,18 @@ class S2LD(nn.Module):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise InputError(f"{name}: expected a uint8 (H, W) or (H, W, 3) image, got "
                              f"{image.dtype} {image.shape}")
-        gray = to_grayscale(image).astype(np.float32) / 255.0
-        h, w = gray.shape
+        h, w = image.shape[:2]
         if h == 0 or w == 0:
             raise InputError(f"{name}: empty image")
+        if self.in_channels == 1:
+            pixels = torch.from_numpy(to_grayscale(image))[None, None]
+        else:
+            rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+            pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
         ph, pw = -(-h // COARSE_STRIDE) * COARSE_STRIDE, -(-w // COARSE_STRIDE) * COARSE_STRIDE
         device = next(self.parameters()).device
         # replicate the border into the padding (a zero band would be an edge that does not exist)
-        tensor = F.pad(torch.from_numpy(gray)[None, None], (0, pw - w, 0, ph - h), mode="replicate")
+        tensor = F.pad(pixels.float() / 255.0, (0, pw - w, 0, ph - h), mode="replicate")
         tensor = tensor.to(device)
         mask = torch.zeros(1, ph // COARSE_STRIDE, pw // COARSE_STRIDE, dtype=torch.bool, device=device)
         mask[:, : -(-h // COARSE_STRIDE), : -(-w // COARSE_STRIDE)] = True  # cells with any real pixel

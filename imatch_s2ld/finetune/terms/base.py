@@ -28,7 +28,7 @@ class Window:
     """The window a step trains on.
 
     Attributes:
-        images: ``(N, 1, H, W)`` frames in [0, 1]; K: ``(N, 3, 3)`` intrinsics; targets: the fixed BA
+        images: ``(N, C, H, W)`` frames in [0, 1]; K: ``(N, 3, 3)`` intrinsics; targets: the fixed BA
             targets (poses ``targets.T_cw``). All on the images' device.
         image_size: ``(W, H)``; long_side: ``max(W, H)`` (residuals are divided by it).
     """
