@@ -417,4 +417,5 @@ def test_checkpoints_from_before_the_colour_option_read_gray(tmp_path):
     assert S2LD.from_checkpoint(tmp_path / "old.pt").in_channels == 1
     assert S2LD.from_checkpoint(tmp_path / "new.pt").in_channels == 3
     shipped = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
-    assert shipped.grayscale and not S2LD.from_checkpoint(DEFAULT_CHECKPOINT, backbone={"color": True}).grayscale
+    assert shipped.grayscale
+    assert not S2LD.from_checkpoint(DEFAULT_CHECKPOINT, backbone={"color": True}).grayscale
