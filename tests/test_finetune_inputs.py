@@ -538,8 +538,11 @@ def test_windows_carry_colour_and_each_consumer_takes_its_channels(tmp_path):
 def test_fine_tuning_reads_colour_when_asked(tiny_checkpoint):
     """``color``: None keeps the checkpoint's input (the shipped one: gray); True reads RGB frames
     with an ALIKED backbone; a gray-only backbone or a non-boolean value is one line."""
+    from imatch_s2ld.finetune.cli import build_parser, conf_from_args
     from imatch_s2ld.finetune.inputs import load_start
 
+    for argv, expected in ((["--color"], True), (["color=false"], False), ([], None)):
+        assert conf_from_args(build_parser().parse_args(["--video", "v", "--out", "o", *argv]))["color"] is expected
     assert load_start(None).in_channels == 1 and load_start(None, True).in_channels == 3
     assert load_start(None, False).in_channels == 1
     with pytest.raises(InputError, match="color: .* reads gray"):

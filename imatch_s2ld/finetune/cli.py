@@ -68,6 +68,9 @@ def build_parser(prog: str = "finetune_unlabeled.py") -> argparse.ArgumentParser
         metavar="SOURCE",
         help=f"where the window poses come from (model.geometry_from): {source_help()}",
     )
+    p.add_argument("--color", action="store_const", const=True,
+                   help="S2LD reads the frames in colour (color; default: the checkpoint's input, gray "
+                   "for the shipped one)")
     p.add_argument(
         "--ba-grad",
         choices=BA_GRAD_MODES,
@@ -111,6 +114,8 @@ def conf_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.refine_focal:
         options["refine_focal"] = True
+    if args.color:
+        options["color"] = True
     window = {
         k: v
         for k, v in (
