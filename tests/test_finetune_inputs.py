@@ -542,7 +542,8 @@ def test_fine_tuning_reads_colour_when_asked(tiny_checkpoint):
     from imatch_s2ld.finetune.inputs import load_start
 
     for argv, expected in ((["--color"], True), (["color=false"], False), ([], None)):
-        assert conf_from_args(build_parser().parse_args(["--video", "v", "--out", "o", *argv]))["color"] is expected
+        conf = conf_from_args(build_parser().parse_args(["--video", "v", "--out", "o", *argv]))
+        assert conf["color"] is expected
     assert load_start(None).in_channels == 1 and load_start(None, True).in_channels == 3
     assert load_start(None, False).in_channels == 1
     with pytest.raises(InputError, match="color: .* reads gray"):
