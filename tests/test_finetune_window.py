@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from helpers import panning_images
-from imatch_s2ld.finetune.data import evenly_spaced, gray_uint8
+from imatch_s2ld.finetune.data import evenly_spaced, uint8_frames
 from imatch_s2ld.finetune.window import match_window, match_window_reference, window_pairs
 from imatch_s2ld.models import S2LD
 
@@ -17,11 +17,13 @@ def test_evenly_spaced():
     assert evenly_spaced(4, 12) == [0, 1, 2, 3]  # never more than there are
 
 
-def test_gray_uint8_rounds_and_clips():
+def test_uint8_frames_round_and_clip():
     images = torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1]).reshape(1, 1, 1, 5)
-    (gray,) = gray_uint8(images)
+    (gray,) = uint8_frames(images)
     assert gray.dtype == np.uint8 and gray.shape == (1, 5)
     assert gray.tolist() == [[0, 128, 255, 255, 0]]
+    (rgb,) = uint8_frames(images.expand(1, 3, 1, 5))
+    assert rgb.shape == (1, 5, 3) and rgb[0, :, 1].tolist() == [0, 128, 255, 255, 0]
 
 
 def test_window_pairs():
