@@ -370,9 +370,9 @@ def test_tiny_sparse_stage_on_the_pretrained_backbone_overfits_two_pairs(batch):
 
 
 def test_colour_reaches_alikeds_input_and_gray_models_convert_it():
-    """``color`` (the default): S2LD reads RGB, so an edge between two colours of equal luminance
-    shows in the detection score; with ``color: false`` an RGB input is converted to gray first
-    (OpenCV's weights), the same as passing the gray image."""
+    """With ``color`` S2LD reads RGB, so an edge between two colours of equal luminance shows in the
+    detection score; by default (gray) an RGB input is converted to gray first (OpenCV's weights),
+    the same as passing the gray image."""
     import cv2
     import numpy as np
 
@@ -382,8 +382,8 @@ def test_colour_reaches_alikeds_input_and_gray_models_convert_it():
     rgb = np.where((((yy // 16) + (xx // 16)) % 2 == 0)[..., None], a, b).astype(np.uint8)  # a checkerboard
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     assert int(gray.max()) - int(gray.min()) <= 1  # no edge in gray
-    colour = S2LD.from_config("aliked", **SMALL).eval()
-    flat = S2LD.from_config("aliked", backbone={"name": "aliked", "color": False}, **SMALL).eval()
+    colour = S2LD.from_config("aliked", backbone={"name": "aliked", "color": True}, **SMALL).eval()
+    flat = S2LD.from_config("aliked", **SMALL).eval()
     assert (colour.in_channels, colour.grayscale, flat.in_channels, flat.grayscale) == (3, False, 1, True)
     tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
@@ -403,19 +403,14 @@ def test_colour_reaches_alikeds_input_and_gray_models_convert_it():
         assert len(k0) > 10 and np.median(np.abs(k0 - k1)) < 2  # (untrained local-dense stage)
 
 
-def test_checkpoints_from_before_the_colour_option_read_gray(tmp_path):
-    """A checkpoint whose conf has no ``backbone.color`` was trained on gray images (the shipped one):
-    it loads as a grayscale model; ``backbone={"color": True}`` (``--matcher-opt backbone.color=true``)
-    reads colour with the same weights."""
+def test_colour_is_a_conf_option_that_checkpoints_keep(tmp_path):
+    """Gray by default (the shipped checkpoint too); ``backbone={"color": True}`` (``--matcher-opt
+    backbone.color=true``) reads colour with the same weights, and a saved colour model stays colour."""
     from imatch_s2ld.models.s2ld import DEFAULT_CHECKPOINT
 
-    path = S2LD.from_config("aliked", **SMALL).save_checkpoint(tmp_path / "new.pt")
-    ckpt = torch.load(path, weights_only=False)
-    assert ckpt["conf"]["backbone"]["color"] is True
-    del ckpt["conf"]["backbone"]["color"]
-    torch.save(ckpt, tmp_path / "old.pt")
-    assert S2LD.from_checkpoint(tmp_path / "old.pt").in_channels == 1
-    assert S2LD.from_checkpoint(tmp_path / "new.pt").in_channels == 3
+    path = S2LD.from_config("aliked", backbone={"color": True}, **SMALL).save_checkpoint(tmp_path / "c.pt")
+    assert S2LD.from_checkpoint(path).in_channels == 3
+    assert S2LD.from_checkpoint(path, backbone={"color": False}).in_channels == 1
     shipped = S2LD.from_checkpoint(DEFAULT_CHECKPOINT)
-    assert shipped.grayscale
+    assert shipped.grayscale and shipped.conf["backbone"]["color"] is False
     assert not S2LD.from_checkpoint(DEFAULT_CHECKPOINT, backbone={"color": True}).grayscale

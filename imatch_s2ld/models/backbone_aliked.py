@@ -18,9 +18,10 @@ the descriptor head reads the full-resolution map only at the integer pixels aro
 positions, which are computed from the levels directly. Both give ALIKED's values (to float
 rounding; ``tests/test_backbone_aliked.py``) at about half of ALIKED's time.
 
-ALIKED was trained on colour images: with ``color`` (the default) the backbone reads RGB
-(``in_channels`` 3), else grayscale replicated into ALIKED's three input channels (how the first
-shipped checkpoint was trained; on fog it loses about 6 AUC@10 points, docs/s2ld_default.md).
+ALIKED was trained on colour images; by default the backbone reads grayscale replicated into its three
+input channels (how the shipped checkpoint was trained and measured best on clean images), with
+``color`` RGB (``in_channels`` 3: about 6 AUC@10 points more on the foggy target with the shipped
+weights, about 1 less on clean sets; docs/s2ld_default.md, "Colour input").
 
 Images are padded at the bottom/right to a multiple of 32 (replicating the border, as ALIKED
 pads); features are returned for the unpadded size.
@@ -66,7 +67,7 @@ class AlikedBackbone(nn.Module):
 
     has_score = True
     default_conf: dict[str, Any] = {"name": "aliked", "model": "aliked-n16", "fine_dim": 32, "fine_stride": 2,
-                                    "pretrained": True, "color": True}
+                                    "pretrained": True, "color": False}
 
     def __init__(self, conf: dict[str, Any] | None = None, pretrained: bool = True) -> None:
         super().__init__()

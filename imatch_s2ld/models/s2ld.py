@@ -326,12 +326,8 @@ class S2LD(nn.Module):
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("conf"), dict) \
                 or not isinstance(ckpt.get("state_dict"), dict):
             raise InputError(f"{path}: not an S2LD checkpoint (needs 'conf' and 'state_dict')")
-        conf = ckpt["conf"]
-        backbone = conf.get("backbone")
-        if isinstance(backbone, dict) and backbone.get("name") == "aliked" and "color" not in backbone:
-            conf = {**conf, "backbone": {**backbone, "color": False}}  # saved before colour: trained on gray
         try:
-            stored = merge_model_conf(cls.default_conf, conf)  # keys newer than the checkpoint
+            stored = merge_model_conf(cls.default_conf, ckpt["conf"])  # keys newer than the checkpoint
             return ckpt, cls(merge_model_conf(stored, overrides), pretrained=False)
         except InputError as err:
             raise InputError(f"{path}: {err}") from None
