@@ -392,10 +392,11 @@ def test_colour_reaches_alikeds_input_and_gray_models_convert_it():
     assert edge_colour > 2 * edge_flat, (edge_colour, edge_flat)
     image0 = _image(96, 128, 0).expand(-1, 3, -1, -1) * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)
     image1 = torch.roll(image0, (2, 3), (2, 3))
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    from kornia.color import rgb_to_grayscale  # OpenCV's weights (BT.601)
+
     with torch.inference_mode():
         from_rgb = flat(image0, image1)
-        from_gray = flat((image0 * weights).sum(1, keepdim=True), (image1 * weights).sum(1, keepdim=True))
+        from_gray = flat(rgb_to_grayscale(image0), rgb_to_grayscale(image1))
     assert from_rgb.mkpts0.shape[0] > 10 and torch.equal(from_rgb.mkpts1, from_gray.mkpts1)
     texture = (torch.cat([_image(96, 128, k) for k in range(3)], 1)[0].permute(1, 2, 0) * 255).byte().numpy()
     for image in (texture, cv2.cvtColor(texture, cv2.COLOR_RGB2GRAY)):  # numpy RGB or gray in

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data.datasets import DatasetConfig, load_pairs
 from ..errors import InputError
-from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD
+from ..models.s2ld import DEFAULT_CHECKPOINT, S2LD, merge_model_conf
 from ..train.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from ..train.trainer import check_train_conf
 from .data import VideoWindows
@@ -122,7 +122,9 @@ def load_start(path: str | None, color: bool | None = None) -> S2LD:
         return net
     if net.conf["backbone"]["name"] != "aliked":
         raise InputError(f"color: {ckpt} has a {net.conf['backbone']['name']} backbone, which reads gray")
-    return S2LD.from_checkpoint(ckpt, backbone={"color": color})
+    switched = S2LD(merge_model_conf(net.conf, {"backbone": {"color": color}}), pretrained=False)
+    switched.load_state_dict(net.state_dict())  # the same weights (the file is read once)
+    return switched.eval()
 
 
 def eval_dataset(econf: Mapping[str, Any]) -> DatasetConfig | None:

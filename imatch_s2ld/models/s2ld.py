@@ -243,13 +243,14 @@ class S2LD(nn.Module):
         return self.in_channels == 1
 
     def _backbone_image(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 1 or 3, H, W) -> (B, in_channels, H, W): RGB to gray with OpenCV's weights (ITU-R
-        BT.601), or gray replicated."""
+        """(B, 1 or 3, H, W) -> (B, in_channels, H, W): RGB to gray (kornia, OpenCV's BT.601
+        weights), or gray replicated."""
         if image.shape[1] == self.in_channels:
             return image
         if self.in_channels == 1:
-            weights = image.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            return (image * weights).sum(1, keepdim=True)
+            from kornia.color import rgb_to_grayscale
+
+            return rgb_to_grayscale(image)
         return image.expand(-1, 3, -1, -1)
 
     def parameter_groups(self) -> dict[str, list[str]]:
